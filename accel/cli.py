@@ -1,0 +1,308 @@
+"""The `accel` command: parsing and printing only; the work is elsewhere."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from . import __version__, doctor, kernel
+from .datapath import detach_all_sockops, remove_pins, sockops_attached
+from .errors import AccelError, NotRootError, NotRunningError, SettingsError
+from .maps import POLICY_NAMES, PinnedMaps, SockEntry, pair_connections
+from .settings import DEFAULT_PIN_DIR, DEFAULT_STATE_DIR, Settings
+from .state import holder_pid, read_state, remove_state
+
+out = Console(highlight=False, soft_wrap=True)
+
+
+def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn our errors into one line and an exit code; never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except AccelError as exc:
+            click.echo(f"accel: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            sys.exit(130)
+        except PermissionError as exc:
+            click.echo(f"accel: {exc.strerror or exc}: {exc.filename or ''} - run as root", err=True)
+            sys.exit(NotRootError.exit_code)
+        except Exception as exc:  # a bug: still one line, and how to report it
+            click.echo(f"accel: internal error: {type(exc).__name__}: {exc} (please report it with `accel doctor` output)", err=True)
+            sys.exit(70)
+
+    return wrapper
+
+
+def _settings(ctx: click.Context, **overrides: Any) -> Settings:
+    base = dict(ctx.obj)
+    base.update({k: v for k, v in overrides.items() if v is not None})
+    return Settings(**base)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="accel")
+@click.option("--pin-dir", default=DEFAULT_PIN_DIR, show_default=True, envvar="ACCEL_PIN_DIR", help="bpffs directory of this instance's pinned maps.")
+@click.option("--state-dir", default=DEFAULT_STATE_DIR, show_default=True, envvar="ACCEL_STATE_DIR", help="Directory for the run lock and state file.")
+@click.pass_context
+def main(ctx: click.Context, pin_dir: str, state_dir: str) -> None:
+    """Socket-level TCP acceleration for processes on the same node."""
+    ctx.obj = {"pin_dir": pin_dir, "state_dir": state_dir}
+
+
+def _settings_or_exit(ctx: click.Context, **overrides: Any) -> Settings:
+    try:
+        return _settings(ctx, **overrides)
+    except SettingsError as exc:
+        click.echo(f"accel: {exc}", err=True)
+        sys.exit(exc.exit_code)
+
+
+@main.command()
+@click.option("--cgroup", type=str, default=None, help="cgroup-v2 directory to accelerate (default: the cgroup-v2 root, i.e. the whole node).")
+@click.option("--log-format", type=click.Choice(["console", "json"]), default="console", show_default=True)
+@click.option("--sockhash-size", type=int, default=65536, show_default=True, help="Max sockets in the fast path (fixed when first pinned).")
+@click.option("--endpoints-size", type=int, default=16384, show_default=True, help="Max local endpoint addresses (fixed when first pinned).")
+@click.option("--rescan-interval", type=float, default=1.0, show_default=True, help="Seconds between scans for new network namespaces.")
+@click.option("--bpf-define", "defines", multiple=True, hidden=True, help="Extra -D for the BPF build (tests).")
+@click.option("--ebpf", is_flag=True, hidden=True, help="Print the BPF C sources and exit.")
+@click.pass_context
+@friendly
+def run(ctx: click.Context, cgroup: str | None, log_format: str, sockhash_size: int, endpoints_size: int, rescan_interval: float, defines: tuple[str, ...], ebpf: bool) -> None:
+    """Load, attach and keep the datapath fed, in the foreground."""
+    if ebpf:
+        from .datapath import bpf_sources
+
+        for name, path in bpf_sources().items():
+            click.echo(f"// ---- {name} ({path})")
+            with open(path) as f:
+                click.echo(f.read())
+        return
+    settings = _settings(
+        ctx,
+        cgroup=cgroup,
+        log_format=log_format,
+        sockhash_size=sockhash_size,
+        endpoints_size=endpoints_size,
+        rescan_interval=rescan_interval,
+        extra_cflags=tuple(f"-D{d}" for d in defines),
+    )
+    from .agent import run as agent_run
+
+    sys.exit(agent_run(settings))
+
+
+def _require_root(step: str) -> None:
+    kernel.require_root(step)
+
+
+def collect_status(settings: Settings) -> dict[str, Any]:
+    state = read_state(settings)
+    pinned = PinnedMaps.exists(settings.pin_dir)
+    cgroup = state.get("cgroup")
+    info: dict[str, Any] = {
+        "pin_dir": settings.pin_dir,
+        "pinned": pinned,
+        "kernel": kernel.kernel_release(),
+        "cgroup": cgroup,
+        "running_pid": holder_pid(settings.lock_path),
+        "attached": False,
+        "sockops_ids": [],
+        "sockets": 0,
+        "endpoints": 0,
+        "endpoints_by_policy": {},
+        "map_sizes": {},
+        "headers": state.get("headers"),
+    }
+    counters: dict[str, int] = {}
+    if pinned:
+        with PinnedMaps(settings.pin_dir) as maps:
+            counters = maps.stats()
+            info["sockets"] = maps.socket_count()
+            eps = maps.endpoints()
+            info["endpoints"] = len(eps)
+            by_policy: dict[str, int] = {}
+            for v in eps.values():
+                name = POLICY_NAMES.get(v.policy, str(v.policy))
+                by_policy[name] = by_policy.get(name, 0) + 1
+            info["endpoints_by_policy"] = by_policy
+            info["map_sizes"] = maps.map_sizes()
+        info["sockops_ids"] = sockops_attached(settings, cgroup)
+        info["attached"] = bool(info["sockops_ids"])
+    else:
+        from .maps import STAT_FIELDS
+
+        counters = {name: 0 for name in STAT_FIELDS}
+        counters["fallback_msgs"] = 0
+    info.update(counters)
+    info["counters"] = sorted(counters)
+    return info
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+@friendly
+def status(ctx: click.Context, as_json: bool) -> None:
+    """Attached or not, sockets in the fast path, and every counter."""
+    settings = _settings_or_exit(ctx)
+    _require_root("accel status (the pins are root-only)")
+    info = collect_status(settings)
+    if as_json:
+        click.echo(json.dumps(info, indent=2, sort_keys=True))
+        return
+    state = "[green]attached[/]" if info["attached"] else "[yellow]not attached[/]"
+    out.print(f"accel {__version__}: {state} to cgroup {info['cgroup'] or '-'}  (kernel {info['kernel']}, pins {settings.pin_dir}{'' if info['pinned'] else ': none'})")
+    if info["running_pid"]:
+        out.print(f"controller pid {info['running_pid']}")
+    out.print(f"sockets in the fast path: {info['sockets']}   local endpoints: {info['endpoints']} {info['endpoints_by_policy'] or ''}")
+    table = Table(title=None, show_header=True, header_style="bold")
+    table.add_column("counter")
+    table.add_column("value", justify="right")
+    for name in info["counters"]:
+        table.add_row(name, f"{info[name]:,}")
+    out.print(table)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+@friendly
+def conns(ctx: click.Context, as_json: bool) -> None:
+    """The accelerated connections: both ends, and the netns of loopback ones."""
+    settings = _settings_or_exit(ctx)
+    _require_root("accel conns (the pins are root-only)")
+    if not PinnedMaps.exists(settings.pin_dir):
+        raise NotRunningError(f"conns: nothing pinned at {settings.pin_dir} - start it with `accel run`")
+    with PinnedMaps(settings.pin_dir) as maps:
+        entries: list[SockEntry] = maps.sockets()
+    from .endpoints.netlink import namespace_cookies
+
+    names = namespace_cookies() if any(e.netns for e in entries) else {}
+    rows = []
+    for c in pair_connections(entries):
+        rows.append(
+            {
+                "a": f"{_hostport(*c.a)}",
+                "b": f"{_hostport(*c.b)}",
+                "netns_cookie": c.netns,
+                "netns": (names.get(c.netns, "?") if c.netns else None),
+                "both_ends_accelerated": c.both_in_map,
+            }
+        )
+    if as_json:
+        click.echo(json.dumps({"connections": rows, "sockets": len(entries)}, indent=2))
+        return
+    table = Table(show_header=True, header_style="bold")
+    for col in ("end A", "end B", "netns", "both ends"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["a"], r["b"], r["netns"] or "(by address)", "yes" if r["both_ends_accelerated"] else "no")
+    out.print(table)
+    out.print(f"{len(rows)} connections, {len(entries)} sockets")
+
+
+def _hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+@main.command()
+@click.option("--force", is_flag=True, help="Remove the pins even while connections use them (purges their unread bytes).")
+@click.option("--wait", "wait_s", type=float, default=0.0, show_default=True, help="Seconds to wait for open connections to close.")
+@click.option("--cgroup", type=str, default=None, help="cgroup to detach from, if the state file is gone.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+@friendly
+def down(ctx: click.Context, force: bool, wait_s: float, cgroup: str | None, as_json: bool) -> None:
+    """Stop accelerating new connections; remove the pins once it is safe.
+
+    Exit code 0: everything removed; 3: connections still open, pins kept."""
+    settings = _settings_or_exit(ctx)
+    _require_root("accel down")
+    if wait_s < 0:
+        raise SettingsError(f"--wait must be >= 0, got {wait_s}")
+    result: dict[str, Any] = {"stopped_pid": None, "detached": [], "remaining_sockets": 0, "removed": False}
+    pid = holder_pid(settings.lock_path)
+    if pid and pid > 0:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while holder_pid(settings.lock_path) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if holder_pid(settings.lock_path):
+            raise AccelError(f"down: accel run (pid {pid}) did not stop within 30 s - check its log, or kill -KILL {pid} and run `accel down` again")
+        result["stopped_pid"] = pid
+    state = read_state(settings)
+    for cg in {c for c in (state.get("cgroup"), cgroup) if c}:
+        result["detached"] += detach_all_sockops(settings, cg)
+    if not os.path.isdir(settings.pin_dir):
+        remove_state(settings)
+        result["removed"] = True
+        _print_down(result, as_json, settings)
+        return
+    deadline = time.monotonic() + wait_s
+    while True:
+        remaining = remove_pins(settings, force=force)
+        if remaining == 0 or force or time.monotonic() >= deadline:
+            break
+        time.sleep(0.2)
+    result["remaining_sockets"] = remaining
+    result["removed"] = force or remaining == 0
+    if result["removed"]:
+        remove_state(settings)
+    _print_down(result, as_json, settings)
+    if not result["removed"]:
+        sys.exit(3)
+
+
+def _print_down(result: dict[str, Any], as_json: bool, settings: Settings) -> None:
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    if result["stopped_pid"]:
+        out.print(f"stopped accel run (pid {result['stopped_pid']})")
+    if result["detached"]:
+        out.print(f"detached sockops program(s) {result['detached']}")
+    if result["removed"]:
+        forced = " (forced: unread redirected bytes of open connections were purged)" if result["remaining_sockets"] else ""
+        out.print(f"removed {settings.pin_dir}{forced}; nothing of accel is left attached")
+    else:
+        out.print(
+            f"{result['remaining_sockets']} sockets still use the fast path; pins kept at {settings.pin_dir} so none of their bytes are lost. "
+            "New connections are no longer accelerated. Run `accel down` again once they close (or --wait SECONDS, or --force)."
+        )
+
+
+@main.command(name="doctor")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@friendly
+def doctor_cmd(as_json: bool) -> None:
+    """Check every requirement; print the fix for each failure."""
+    checks = doctor.run_checks()
+    if as_json:
+        click.echo(json.dumps(doctor.as_json(checks), indent=2))
+    else:
+        table = Table(show_header=True, header_style="bold")
+        for col in ("check", "result", "detail", "fix"):
+            table.add_column(col)
+        for c in checks:
+            table.add_row(c.name, "[green]pass[/]" if c.ok else "[red]FAIL[/]", c.detail, c.fix)
+        out.print(table)
+    if not all(c.ok for c in checks):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""`accel doctor`: every requirement, pass or fail, with the fix for each
+failure. Read-only: it mounts nothing and attaches nothing."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+
+from . import kernel
+from .errors import AccelError
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+
+
+def _bcc() -> Check:
+    try:
+        import bcc  # noqa: F401
+
+        return Check("bcc (python3-bpfcc)", True, f"importable from {os.path.dirname(bcc.__file__)}")
+    except Exception as exc:
+        return Check("bcc (python3-bpfcc)", False, str(exc), "apt-get install python3-bpfcc, and use a venv made with --system-site-packages")
+
+
+def _cgroup2() -> Check:
+    try:
+        return Check("cgroup v2", True, f"mounted at {kernel.cgroup2_root(mount_if_missing=False)}")
+    except AccelError as exc:
+        return Check("cgroup v2", False, "no cgroup2 mount", str(exc).split(" - ", 1)[-1])
+
+
+def _bpffs() -> Check:
+    found = kernel.mounts("bpf")
+    if found:
+        return Check("bpffs", True, f"mounted at {', '.join(found)}")
+    if os.path.isdir(kernel.DEFAULT_BPFFS):
+        return Check("bpffs", True, f"not mounted; `accel run` mounts it at {kernel.DEFAULT_BPFFS}")
+    return Check("bpffs", False, f"{kernel.DEFAULT_BPFFS} does not exist", "mount -t bpf bpf /sys/fs/bpf (in a container: mount it from the host)")
+
+
+def _headers() -> Check:
+    try:
+        h = kernel.find_headers(create=False)
+        return Check("kernel headers", True, f"{h.note} ({h.path})")
+    except AccelError as exc:
+        return Check("kernel headers", False, "none found", str(exc).split(" - ", 1)[-1])
+
+
+def run_checks() -> list[Check]:
+    is_root = os.geteuid() == 0
+    checks = [Check("root", is_root, f"euid {os.geteuid()}", "" if is_root else "run as root (sudo accel doctor)")]
+    checks.append(Check("kernel", True, kernel.kernel_release()))
+    if is_root:
+        for p in kernel.probe_features():
+            checks.append(Check(p.name, p.ok, p.detail, "" if p.ok else f"needs {p.fix}"))
+    else:
+        for name in ("BPF syscall", "sockhash map", "sk_msg program", "sk_storage map", "netns cookie helper (sockops, sk_msg)"):
+            checks.append(Check(name, False, "not probed: needs root", "run as root"))
+    checks += [_cgroup2(), _bpffs(), _headers(), _bcc()]
+    return checks
+
+
+def as_json(checks: list[Check]) -> dict:
+    return {"ok": all(c.ok for c in checks), "checks": [asdict(c) for c in checks]}

@@ -1,0 +1,165 @@
+"""Addresses of every network namespace on this node, kept current through
+rtnetlink (pyroute2): one netlink socket per namespace, subscribed to address
+events; namespaces are found in /run/netns (ip netns, CNI) and /proc/*/ns/net
+(containers that do not name theirs) and rescanned periodically.
+
+On any event in a namespace we re-dump that namespace's addresses rather than
+apply the event: a dump is cheap and can't drift if an event was lost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.rtnl import RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR
+
+from .table import NamespaceId
+
+NETNS_RUN_DIRS = ("/run/netns", "/var/run/netns")
+
+
+def namespace_paths() -> dict[NamespaceId, str]:
+    """Every distinct network namespace we can open, by (dev, inode)."""
+    found: dict[NamespaceId, str] = {}
+
+    def add(path: str) -> None:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return
+        found.setdefault((st.st_dev, st.st_ino), path)
+
+    add("/proc/1/ns/net")
+    add("/proc/self/ns/net")
+    for run_dir in NETNS_RUN_DIRS:
+        with contextlib.suppress(OSError):
+            for name in sorted(os.listdir(run_dir)):
+                add(os.path.join(run_dir, name))
+    with contextlib.suppress(OSError):
+        for pid in os.listdir("/proc"):
+            if pid.isdigit():
+                add(f"/proc/{pid}/ns/net")
+    return found
+
+
+SO_NETNS_COOKIE = 71  # getsockopt, Linux >= 5.14
+
+
+def namespace_cookies() -> dict[int, str]:
+    """netns cookie -> a readable name (the ip-netns name, or the path), so
+    that `accel conns` can say which namespace a loopback connection is in."""
+    from pyroute2 import netns as pr_netns
+
+    names: dict[int, str] = {}
+    for _ns, path in namespace_paths().items():
+        try:
+            if path in ("/proc/self/ns/net", "/proc/1/ns/net"):
+                sock = socket.socket()
+            else:
+                sock = pr_netns.create_socket(netns=path)
+            with sock:
+                cookie = int.from_bytes(sock.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8), "little")
+        except OSError:
+            continue
+        label = "host" if path in ("/proc/self/ns/net", "/proc/1/ns/net") else path
+        if path.startswith(NETNS_RUN_DIRS):
+            label = os.path.basename(path)
+        names.setdefault(cookie, label)
+    return names
+
+
+class _Watched:
+    def __init__(self, ns: NamespaceId, path: str) -> None:
+        self.ns = ns
+        self.path = path
+        self.ipr = IPRoute(netns=path) if path != "/proc/self/ns/net" else IPRoute()
+        self.ipr.bind(groups=RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR)
+        self.addrs: set[str] = set()
+
+    def dump(self) -> set[str]:
+        self.addrs = {str(a.get_attr("IFA_ADDRESS")) for a in self.ipr.addr("dump") if a.get_attr("IFA_ADDRESS")}
+        return self.addrs
+
+    def drain(self) -> None:
+        while select.select([self.ipr], [], [], 0)[0]:
+            self.ipr.get()
+
+    def fileno(self) -> int:
+        return int(self.ipr.fileno())
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.ipr.close()
+
+
+class NetlinkEndpoints:
+    """Current addresses per namespace; ``poll()`` reports when they changed."""
+
+    def __init__(self, log: Any) -> None:
+        self.log = log
+        self._watched: dict[NamespaceId, _Watched] = {}
+
+    def addresses(self) -> dict[NamespaceId, set[str]]:
+        return {ns: set(w.addrs) for ns, w in self._watched.items()}
+
+    def namespaces(self) -> Iterator[tuple[NamespaceId, str]]:
+        for ns, w in self._watched.items():
+            yield ns, w.path
+
+    def rescan(self) -> bool:
+        """Pick up new namespaces and drop gone ones. True if anything changed."""
+        current = namespace_paths()
+        changed = False
+        for ns in list(self._watched):
+            if ns not in current:
+                self._watched.pop(ns).close()
+                self.log.info("namespace gone", netns=f"{ns[0]}:{ns[1]}")
+                changed = True
+        for ns, path in current.items():
+            if ns in self._watched:
+                continue
+            try:
+                w = _Watched(ns, path)
+                w.dump()
+            except Exception as exc:  # a namespace can vanish while we open it
+                self.log.debug("namespace not watched", path=path, error=str(exc))
+                continue
+            self._watched[ns] = w
+            self.log.info("namespace watched", path=path, addresses=len(w.addrs))
+            changed = True
+        return changed
+
+    def poll(self, timeout: float, extra_fds: list[int] | None = None) -> tuple[bool, list[int]]:
+        """Wait up to ``timeout`` for address events. Returns (changed, ready
+        extra fds)."""
+        watched = list(self._watched.values())
+        fds: list[Any] = [*watched, *(extra_fds or [])]
+        try:
+            ready = select.select(fds, [], [], timeout)[0]
+        except (OSError, ValueError):
+            ready = []
+        changed = False
+        for item in ready:
+            if isinstance(item, _Watched):
+                try:
+                    item.drain()
+                    before = set(item.addrs)
+                    if item.dump() != before:
+                        changed = True
+                except Exception as exc:
+                    self.log.debug("namespace dump failed", path=item.path, error=str(exc))
+                    self._watched.pop(item.ns, None)
+                    item.close()
+                    changed = True
+        return changed, [f for f in ready if isinstance(f, int)]
+
+    def close(self) -> None:
+        for w in self._watched.values():
+            w.close()
+        self._watched.clear()

@@ -1,0 +1,257 @@
+"""What the running kernel and this machine offer: feature probes, cgroup v2
+and bpffs discovery (and mounting), kernel headers for bcc.
+
+Features are probed by loading tiny programs (libbpf's probes), never guessed
+from version numbers: distributions backport, and a kernel can be built
+without BPF_STREAM_PARSER.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import glob
+import os
+import platform
+import re
+import shutil
+from dataclasses import dataclass
+
+from . import libbpf
+from .errors import BpffsError, CgroupError, HeadersError, KernelError, NotRootError
+
+CGROUP2_SUPER_MAGIC = 0x63677270
+BPF_FS_MAGIC = 0xCAFE4A11
+DEFAULT_BPFFS = "/sys/fs/bpf"
+FALLBACK_CGROUP2 = "/run/accel/cgroup2"
+HEADERS_CACHE = "/var/cache/accel/kernel-headers"
+
+
+def kernel_release() -> str:
+    return platform.release()
+
+
+def require_root(step: str) -> None:
+    if os.geteuid() != 0:
+        raise NotRootError(f"{step}: needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN) - run it with sudo")
+
+
+def fs_magic(path: str) -> int:
+    """f_type of the filesystem holding ``path`` (statfs(2))."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    buf = ctypes.create_string_buffer(256)  # struct statfs is 120 bytes on 64-bit
+    if libc.statfs(path.encode(), buf) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"statfs {path}: {os.strerror(err)}")
+    return ctypes.c_long.from_buffer(buf).value & 0xFFFFFFFF
+
+
+def _mount(source: str, target: str, fstype: str) -> None:
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    if libc.mount(source.encode(), target.encode(), fstype.encode(), 0, None) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"mount -t {fstype} {target}: {os.strerror(err)}")
+
+
+def mounts(fstype: str) -> list[str]:
+    """Mount points of a filesystem type, from /proc/self/mountinfo."""
+    points = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            if right.split(" ", 1)[0] == fstype:
+                points.append(left.split(" ")[4].replace("\\040", " "))
+    return points
+
+
+# --- cgroup v2 -------------------------------------------------------------
+
+
+def cgroup2_root(mount_if_missing: bool = False) -> str:
+    """The cgroup-v2 mount point: the unified hierarchy on a pure v2 system,
+    /sys/fs/cgroup/unified on a hybrid one; mounted by us when absent."""
+    found = mounts("cgroup2")
+    if found:
+        # Prefer the conventional locations when several exist.
+        for preferred in ("/sys/fs/cgroup", "/sys/fs/cgroup/unified"):
+            if preferred in found:
+                return preferred
+        return found[0]
+    if not mount_if_missing:
+        raise CgroupError("find cgroup v2: no cgroup2 filesystem is mounted - mount one (mount -t cgroup2 none /sys/fs/cgroup/unified) or run `accel run`, which mounts it")
+    os.makedirs(FALLBACK_CGROUP2, exist_ok=True)
+    try:
+        _mount("none", FALLBACK_CGROUP2, "cgroup2")
+    except OSError as exc:
+        raise CgroupError(f"mount cgroup v2 at {FALLBACK_CGROUP2}: {exc.strerror} - the kernel needs CONFIG_CGROUPS and cgroup2 support") from exc
+    return FALLBACK_CGROUP2
+
+
+def resolve_cgroup(path: str | None, mount_if_missing: bool = False) -> str:
+    """Validate a --cgroup argument (or pick the v2 root when None)."""
+    if path is None:
+        return cgroup2_root(mount_if_missing)
+    if not os.path.exists(path):
+        raise CgroupError(f"cgroup {path}: does not exist - create it (mkdir) under the cgroup-v2 mount ({_v2_hint()})")
+    if not os.path.isdir(path):
+        raise CgroupError(f"cgroup {path}: is not a directory - pass a cgroup-v2 directory ({_v2_hint()})")
+    try:
+        magic = fs_magic(path)
+    except OSError as exc:
+        raise CgroupError(f"cgroup {path}: {exc.strerror}") from exc
+    if magic != CGROUP2_SUPER_MAGIC:
+        raise CgroupError(f"cgroup {path}: is not on a cgroup-v2 filesystem - pass a directory under {_v2_hint()}")
+    return os.path.realpath(path)
+
+
+def _v2_hint() -> str:
+    found = mounts("cgroup2")
+    return found[0] if found else "a cgroup2 mount"
+
+
+# --- bpffs -----------------------------------------------------------------
+
+
+def ensure_bpffs(pin_dir: str, mount_if_missing: bool = True) -> None:
+    """Make sure ``pin_dir`` can live on bpffs: mount /sys/fs/bpf when it is the
+    parent and nothing is mounted there; refuse any other non-bpffs path."""
+    parent = os.path.dirname(os.path.normpath(pin_dir))
+    existing = pin_dir if os.path.isdir(pin_dir) else parent
+    if not os.path.isdir(existing):
+        raise BpffsError(f"pin directory {pin_dir}: its parent {parent} does not exist - use a directory on a bpf filesystem (e.g. under {DEFAULT_BPFFS})")
+    if fs_magic(existing) == BPF_FS_MAGIC:
+        return
+    if mount_if_missing and os.path.normpath(existing) == DEFAULT_BPFFS:
+        try:
+            _mount("bpf", DEFAULT_BPFFS, "bpf")
+        except OSError as exc:
+            raise BpffsError(f"mount bpffs at {DEFAULT_BPFFS}: {exc.strerror} - the kernel needs CONFIG_BPF_SYSCALL; in a container, mount /sys/fs/bpf from the host") from exc
+        return
+    raise BpffsError(f"pin directory {pin_dir}: {existing} is not on a bpf filesystem - use a path under a bpffs mount (mount -t bpf bpf {DEFAULT_BPFFS})")
+
+
+# --- features --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Probe:
+    name: str
+    ok: bool
+    detail: str
+    fix: str
+
+
+def probe_features() -> list[Probe]:
+    """Each kernel feature the datapath needs, probed by loading a tiny program."""
+    checks = [
+        ("BPF syscall", lambda: libbpf.probe_prog_type(libbpf.PROG_TYPE_SOCK_OPS), "a kernel with CONFIG_BPF_SYSCALL and CONFIG_CGROUP_BPF"),
+        ("sockhash map", lambda: libbpf.probe_map_type(libbpf.MAP_TYPE_SOCKHASH), "a kernel >= 4.18 with CONFIG_BPF_STREAM_PARSER"),
+        ("sk_msg program", lambda: libbpf.probe_prog_type(libbpf.PROG_TYPE_SK_MSG), "a kernel >= 4.17 with CONFIG_BPF_STREAM_PARSER"),
+        ("sk_storage map", lambda: libbpf.probe_map_type(libbpf.MAP_TYPE_SK_STORAGE), "a kernel >= 5.2"),
+        (
+            "netns cookie helper (sockops, sk_msg)",
+            lambda: libbpf.probe_helper(libbpf.PROG_TYPE_SOCK_OPS, libbpf.FUNC_GET_NETNS_COOKIE) and libbpf.probe_helper(libbpf.PROG_TYPE_SK_MSG, libbpf.FUNC_GET_NETNS_COOKIE),
+            "a kernel >= 5.15 (bpf_get_netns_cookie in sockops and sk_msg)",
+        ),
+    ]
+    out = []
+    for name, fn, fix in checks:
+        try:
+            ok = bool(fn())
+            detail = "supported" if ok else "not supported by this kernel"
+        except OSError as exc:
+            ok, detail = False, str(exc)
+        out.append(Probe(name, ok, detail, fix))
+    return out
+
+
+def require_features() -> None:
+    missing = [p for p in probe_features() if not p.ok]
+    if missing:
+        names = ", ".join(p.name for p in missing)
+        raise KernelError(f"probe kernel {kernel_release()}: missing {names} - needs {missing[0].fix}")
+
+
+# --- kernel headers for bcc ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Headers:
+    kind: str  # "env", "running-kernel", "kheaders", "distribution", "none"
+    path: str
+    note: str
+
+
+def find_headers(create: bool = True) -> Headers:
+    """Where bcc will find kernel headers, preparing a fallback if needed.
+
+    Order: $BCC_KERNEL_SOURCE; /lib/modules/<release>/build; the kernel's own
+    /sys/kernel/kheaders.tar.xz; else the distribution's generic headers
+    (Debian's linux-headers-<arch>), which suffice because our programs use only
+    stable UAPI (struct bpf_sock_ops, struct sk_msg_md) and bcc's own helper
+    definitions. Debian splits them into an arch directory and a -common one;
+    bcc takes one directory, so we build a merged tree of symlinks.
+    """
+    release = kernel_release()
+    env = os.environ.get("BCC_KERNEL_SOURCE")
+    if env:
+        return Headers("env", env, f"BCC_KERNEL_SOURCE={env}")
+    build = f"/lib/modules/{release}/build"
+    if os.path.isdir(build):
+        return Headers("running-kernel", build, f"headers of the running kernel {release}")
+    if os.path.exists("/sys/kernel/kheaders.tar.xz"):
+        return Headers("kheaders", "/sys/kernel/kheaders.tar.xz", "the kernel's built-in headers (CONFIG_IKHEADERS)")
+    candidates = _distribution_headers()
+    if not candidates:
+        raise HeadersError(
+            f"find kernel headers for bcc: none for {release} and no distribution headers in /usr/src - install them (Debian: apt-get install linux-headers-amd64)"
+        )
+    arch_dir, common_dir = candidates[-1]
+    name = os.path.basename(arch_dir)
+    merged = os.path.join(HEADERS_CACHE, name)
+    if create and not os.path.isdir(os.path.join(merged, "include")):
+        # Build aside and rename, so a concurrent or interrupted run never
+        # leaves a half-made tree where bcc would look.
+        tmp = merged + f".tmp{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        _merge_trees(tmp, [arch_dir, common_dir])
+        try:
+            os.rename(tmp, merged)
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return Headers("distribution", merged, f"no headers for running kernel {release}; using the distribution's {name}")
+
+
+def _version_key(path: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in re.findall(r"\d+", os.path.basename(path)))
+
+
+def _distribution_headers() -> list[tuple[str, str]]:
+    pairs = []
+    for arch_dir in glob.glob("/usr/src/linux-headers-*"):
+        if arch_dir.endswith("-common") or not os.path.isdir(os.path.join(arch_dir, "include", "generated")):
+            continue
+        base = re.sub(r"-[a-z0-9_]+$", "", os.path.basename(arch_dir))
+        common = os.path.join("/usr/src", base + "-common")
+        if os.path.isdir(common):
+            pairs.append((arch_dir, common))
+        elif os.path.isdir(os.path.join(arch_dir, "include", "linux")):
+            pairs.append((arch_dir, arch_dir))
+    return sorted(pairs, key=lambda p: _version_key(p[0]))
+
+
+def _merge_trees(dest: str, sources: list[str]) -> None:
+    """Symlink farm: entries present in one source link to it; directories
+    present in several are merged recursively; files in several take the first."""
+    os.makedirs(dest, exist_ok=True)
+    entries: dict[str, list[str]] = {}
+    for src in dict.fromkeys(sources):
+        for name in os.listdir(src):
+            entries.setdefault(name, []).append(os.path.join(src, name))
+    for name, paths in entries.items():
+        target = os.path.join(dest, name)
+        dirs = [p for p in paths if os.path.isdir(p)]
+        if len(dirs) > 1:
+            _merge_trees(target, dirs)
+        else:
+            os.symlink(os.path.realpath(paths[0]), target)

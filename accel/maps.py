@@ -1,0 +1,236 @@
+"""Typed access to the pinned maps: ctypes mirrors of bpf/accel.h and readers
+that work from the pins alone (so `accel status` needs no running controller).
+
+The mirrors are checked field by field against what clang built from
+bpf/accel.h (tests/integration/test_layout.py).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ipaddress
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from . import libbpf
+
+U32x4 = ctypes.c_uint32 * 4
+
+POLICY_ACCELERATE = 1
+POLICY_OPT_OUT = 2
+POLICY_AMBIGUOUS = 3
+POLICY_NAMES = {POLICY_ACCELERATE: "accelerate", POLICY_OPT_OUT: "opt-out", POLICY_AMBIGUOUS: "ambiguous"}
+
+MODE_NEW, MODE_REDIRECT, MODE_TCP = 0, 1, 2
+
+SOURCE_NETLINK = 1 << 0
+SOURCE_KUBERNETES = 1 << 1
+
+
+class SockKey(ctypes.Structure):
+    _fields_ = [
+        ("netns", ctypes.c_uint64),
+        ("local_ip", U32x4),
+        ("remote_ip", U32x4),
+        ("local_port", ctypes.c_uint32),
+        ("remote_port", ctypes.c_uint32),
+    ]
+
+
+class EndpointKey(ctypes.Structure):
+    _fields_ = [("ip", U32x4)]
+
+
+class EndpointValue(ctypes.Structure):
+    _fields_ = [("policy", ctypes.c_uint32), ("source", ctypes.c_uint32)]
+
+
+class SockState(ctypes.Structure):
+    _fields_ = [("mode", ctypes.c_uint32), ("reserved", ctypes.c_uint32)]
+
+
+STAT_FIELDS = (
+    "established",
+    "inserted",
+    "skipped_not_local",
+    "skipped_policy",
+    "skipped_early_data",
+    "skipped_family",
+    "insert_failed",
+    "redirected_msgs",
+    "redirected_bytes",
+    "fallback_peer_missing",
+    "fallback_peer_gone",
+    "fallback_sticky",
+    "fallback_no_state",
+    "fallback_bytes",
+)
+FALLBACK_MSG_FIELDS = ("fallback_peer_missing", "fallback_peer_gone", "fallback_sticky", "fallback_no_state")
+
+
+class Stats(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_uint64) for name in STAT_FIELDS]
+
+
+# Structs whose layout userspace depends on, by their C name.
+MIRRORS: dict[str, type[ctypes.Structure]] = {
+    "sock_key": SockKey,
+    "endpoint_key": EndpointKey,
+    "endpoint_value": EndpointValue,
+    "sock_state": SockState,
+    "stats": Stats,
+}
+
+
+# --- address packing -------------------------------------------------------
+
+
+def pack_ip(addr: str | ipaddress.IPv4Address | ipaddress.IPv6Address) -> bytes:
+    """16 bytes, network order; IPv4 as v4-mapped ::ffff:a.b.c.d (like accel.h)."""
+    ip = ipaddress.ip_address(addr) if isinstance(addr, str) else addr
+    if isinstance(ip, ipaddress.IPv4Address):
+        return b"\x00" * 10 + b"\xff\xff" + ip.packed
+    return ip.packed
+
+
+def unpack_ip(raw: bytes) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    ip6 = ipaddress.IPv6Address(raw)
+    return ip6.ipv4_mapped or ip6
+
+
+def ip_words(addr: str | ipaddress.IPv4Address | ipaddress.IPv6Address) -> ctypes.Array:
+    return U32x4.from_buffer_copy(pack_ip(addr))
+
+
+def endpoint_key(addr: str | ipaddress.IPv4Address | ipaddress.IPv6Address) -> EndpointKey:
+    return EndpointKey(ip_words(addr))
+
+
+@dataclass(frozen=True)
+class SockEntry:
+    """One socket in the sockhash, decoded."""
+
+    netns: int
+    local: str
+    local_port: int
+    remote: str
+    remote_port: int
+
+    @staticmethod
+    def from_key(key: SockKey) -> SockEntry:
+        return SockEntry(
+            netns=key.netns,
+            local=str(unpack_ip(bytes(key.local_ip))),
+            local_port=key.local_port,
+            remote=str(unpack_ip(bytes(key.remote_ip))),
+            remote_port=key.remote_port,
+        )
+
+    def peer_tuple(self) -> tuple[int, str, int, str, int]:
+        return (self.netns, self.remote, self.remote_port, self.local, self.local_port)
+
+    def tuple(self) -> tuple[int, str, int, str, int]:
+        return (self.netns, self.local, self.local_port, self.remote, self.remote_port)
+
+
+@dataclass(frozen=True)
+class Connection:
+    """Two sockets of this node that are each other's peer (or one, if its
+    peer is not, or no longer, in the map)."""
+
+    netns: int
+    a: tuple[str, int]
+    b: tuple[str, int]
+    both_in_map: bool
+
+
+def pair_connections(entries: list[SockEntry]) -> list[Connection]:
+    by_tuple = {e.tuple(): e for e in entries}
+    seen: set[tuple] = set()
+    conns = []
+    for e in sorted(entries, key=lambda x: x.tuple()):
+        if e.tuple() in seen:
+            continue
+        seen.add(e.tuple())
+        peer = by_tuple.get(e.peer_tuple())
+        if peer is not None:
+            seen.add(peer.tuple())
+        conns.append(Connection(e.netns, (e.local, e.local_port), (e.remote, e.remote_port), peer is not None))
+    return conns
+
+
+# --- the pinned maps -------------------------------------------------------
+
+
+class PinnedMaps:
+    """Open fds on an instance's pinned maps. Use as a context manager."""
+
+    NAMES = ("sock_hash", "endpoints", "stats")
+
+    def __init__(self, pin_dir: str) -> None:
+        self.pin_dir = pin_dir
+        self.fds: dict[str, int] = {}
+
+    @staticmethod
+    def exists(pin_dir: str) -> bool:
+        return all(os.path.exists(os.path.join(pin_dir, n)) for n in PinnedMaps.NAMES)
+
+    def __enter__(self) -> PinnedMaps:
+        try:
+            for name in self.NAMES:
+                self.fds[name] = libbpf.obj_get(os.path.join(self.pin_dir, name))
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for fd in self.fds.values():
+            os.close(fd)
+        self.fds.clear()
+
+    # stats
+    def stats(self) -> dict[str, int]:
+        ncpu = libbpf.possible_cpus()
+        values = (Stats * ncpu)()
+        key = ctypes.c_uint32(0)
+        libbpf.map_lookup(self.fds["stats"], key, values)
+        total = {name: 0 for name in STAT_FIELDS}
+        for cpu in range(ncpu):
+            for name in STAT_FIELDS:
+                total[name] += getattr(values[cpu], name)
+        total["fallback_msgs"] = sum(total[n] for n in FALLBACK_MSG_FIELDS)
+        return total
+
+    # sockets
+    def sockets(self) -> list[SockEntry]:
+        return [SockEntry.from_key(k) for k in libbpf.map_keys(self.fds["sock_hash"], SockKey)]
+
+    def socket_count(self) -> int:
+        return sum(1 for _ in libbpf.map_keys(self.fds["sock_hash"], SockKey))
+
+    def map_sizes(self) -> dict[str, int]:
+        return {name: int(libbpf.map_info(fd)["max_entries"]) for name, fd in self.fds.items()}
+
+    # endpoints
+    def endpoints(self) -> dict[str, EndpointValue]:
+        out = {}
+        for key in libbpf.map_keys(self.fds["endpoints"], EndpointKey):
+            val = EndpointValue()
+            if libbpf.map_lookup(self.fds["endpoints"], key, val):
+                out[str(unpack_ip(bytes(key.ip)))] = val
+        return out
+
+    def set_endpoint(self, addr: str, policy: int, source: int) -> None:
+        libbpf.map_update(self.fds["endpoints"], endpoint_key(addr), EndpointValue(policy, source))
+
+    def delete_endpoint(self, addr: str) -> bool:
+        return libbpf.map_delete(self.fds["endpoints"], endpoint_key(addr))
+
+    def iter_endpoint_keys(self) -> Iterator[str]:
+        for key in libbpf.map_keys(self.fds["endpoints"], EndpointKey):
+            yield str(unpack_ip(bytes(key.ip)))

@@ -1,0 +1,83 @@
+"""Settings of one accel instance, validated once, in one place.
+
+An instance is identified by its pin directory: two instances (a node-wide one
+and a test's private one) never share pins, state or lock.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from .errors import SettingsError
+
+DEFAULT_PIN_DIR = "/sys/fs/bpf/accel"
+DEFAULT_STATE_DIR = "/run/accel"
+
+# Bounds: a sockhash entry costs ~100 bytes of kernel memory plus the psock of
+# its socket; 2^22 sockets is far beyond what one node holds, and a map of
+# fewer than 2 entries cannot hold one connection.
+MIN_SOCKHASH = 2
+MAX_SOCKHASH = 1 << 22
+MIN_ENDPOINTS = 1
+MAX_ENDPOINTS = 1 << 20
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What ``accel run`` and the other commands act on."""
+
+    pin_dir: str = DEFAULT_PIN_DIR
+    """bpffs directory holding this instance's pinned maps."""
+
+    state_dir: str = DEFAULT_STATE_DIR
+    """Directory for the run lock and the state file (cgroup, program ids)."""
+
+    cgroup: str | None = None
+    """cgroup-v2 directory to attach sockops to; None means the cgroup-v2 root."""
+
+    sockhash_size: int = 65536
+    """Max sockets in the fast path (two per connection). Fixed at first pin."""
+
+    endpoints_size: int = 16384
+    """Max local endpoint addresses. Fixed at first pin."""
+
+    rescan_interval: float = 1.0
+    """Seconds between scans for new or removed network namespaces."""
+
+    log_format: str = "console"
+    """``console`` for people, ``json`` for log collectors."""
+
+    extra_cflags: tuple[str, ...] = field(default_factory=tuple)
+    """Extra -D flags for the BPF build (tests use it to build a changed program)."""
+
+    def __post_init__(self) -> None:
+        for name in ("pin_dir", "state_dir"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value or not os.path.isabs(value):
+                raise SettingsError(f"{name.replace('_', '-')} must be an absolute path, got {value!r}")
+            if "\x00" in value or '"' in value or "\\" in value or "\n" in value:
+                raise SettingsError(f"{name.replace('_', '-')} contains a character that cannot be used: {value!r}")
+        if self.cgroup is not None and (not isinstance(self.cgroup, str) or not self.cgroup):
+            raise SettingsError(f"cgroup must be a path, got {self.cgroup!r}")
+        _check_range("sockhash-size", self.sockhash_size, MIN_SOCKHASH, MAX_SOCKHASH)
+        _check_range("endpoints-size", self.endpoints_size, MIN_ENDPOINTS, MAX_ENDPOINTS)
+        if not isinstance(self.rescan_interval, (int, float)) or not (0.05 <= self.rescan_interval <= 3600):
+            raise SettingsError(f"rescan-interval must be between 0.05 and 3600 seconds, got {self.rescan_interval!r}")
+        if self.log_format not in ("console", "json"):
+            raise SettingsError(f"log-format must be 'console' or 'json', got {self.log_format!r}")
+
+    @property
+    def lock_path(self) -> str:
+        return os.path.join(self.state_dir, "run.lock")
+
+    @property
+    def state_path(self) -> str:
+        return os.path.join(self.state_dir, "state.json")
+
+
+def _check_range(name: str, value: object, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SettingsError(f"{name} must be an integer, got {value!r}")
+    if not low <= value <= high:
+        raise SettingsError(f"{name} must be between {low} and {high}, got {value}")

@@ -1,0 +1,176 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * accel.h - the one definition of everything the two programs and userspace
+ * share: the socket key, the endpoint policy, the per-socket state and the
+ * counters. accel/maps.py mirrors every struct below with ctypes, and
+ * tests/integration/test_layout.py checks the mirrors against what clang built.
+ */
+#ifndef ACCEL_H
+#define ACCEL_H
+
+#include <uapi/linux/bpf.h>
+#include <linux/socket.h>
+
+/* Directory in bpffs that holds the pinned maps. The controller passes its own
+ * (tests use a private one per run); this default is only for reading. */
+#ifndef ACCEL_PIN_DIR
+#define ACCEL_PIN_DIR "/sys/fs/bpf/accel"
+#endif
+
+/* Sizes are fixed when a map is first created and pinned; the controller
+ * creates the maps itself, so these only matter to bcc's declarations and must
+ * match what the controller created (it passes them with -D). */
+#ifndef ACCEL_SOCKHASH_SIZE
+#define ACCEL_SOCKHASH_SIZE 65536 /* sockets, i.e. 32768 local connections */
+#endif
+#ifndef ACCEL_ENDPOINTS_SIZE
+#define ACCEL_ENDPOINTS_SIZE 16384 /* node, pod and namespace addresses */
+#endif
+
+/*
+ * The key of a socket in the sockhash (DESIGN.md invariant 1).
+ *
+ * Addresses are 16 bytes, IPv4 stored v4-mapped (::ffff:a.b.c.d) so that an
+ * AF_INET6 socket talking to an IPv4 peer produces the same bytes as the
+ * peer's AF_INET socket (invariant 2). Ports are host byte order.
+ *
+ * netns is the network namespace cookie when the connection cannot leave its
+ * namespace (loopback, or local address == remote address), else 0: two pods'
+ * identical 127.0.0.1:x <-> 127.0.0.1:y pairs then have different keys, while
+ * pod A (netns A) still finds pod B (netns B) by address alone.
+ */
+struct sock_key {
+	__u64 netns;
+	__u32 local_ip[4];
+	__u32 remote_ip[4];
+	__u32 local_port;
+	__u32 remote_port;
+};
+
+/* Key of the local-endpoint map: one address, normalised like sock_key. */
+struct endpoint_key {
+	__u32 ip[4];
+};
+
+/* Policy of a local endpoint. Presence alone is not enough: an address may be
+ * local but excluded (opted out, or seen in more than one namespace so that
+ * a key with netns 0 could match the wrong socket). */
+enum accel_policy {
+	ACCEL_POLICY_ACCELERATE = 1,
+	ACCEL_POLICY_OPT_OUT = 2,
+	ACCEL_POLICY_AMBIGUOUS = 3,
+};
+
+struct endpoint_value {
+	__u32 policy; /* enum accel_policy */
+	__u32 source; /* bit set of who reported it (controller's business) */
+};
+
+/* Per-socket state in SK_STORAGE, read by sk_msg (invariant 4). */
+enum accel_sock_mode {
+	ACCEL_MODE_NEW = 0,      /* nothing sent yet */
+	ACCEL_MODE_REDIRECT = 1, /* every byte so far was redirected */
+	ACCEL_MODE_TCP = 2,      /* a byte went through TCP: never redirect again */
+};
+
+struct sock_state {
+	__u32 mode; /* enum accel_sock_mode */
+	__u32 reserved;
+};
+
+/* Counters, one per reason, per CPU. Every early return counts somewhere. */
+struct stats {
+	/* sockops */
+	__u64 established;         /* ESTABLISHED callbacks seen */
+	__u64 inserted;            /* sockets put into the sockhash */
+	__u64 skipped_not_local;   /* peer address is not a local endpoint */
+	__u64 skipped_policy;      /* endpoint opted out or ambiguous */
+	__u64 skipped_early_data;  /* data moved before ESTABLISHED (TFO) */
+	__u64 skipped_family;      /* neither AF_INET nor AF_INET6 */
+	__u64 insert_failed;       /* sockhash full, or key already present */
+	/* sk_msg */
+	__u64 redirected_msgs;
+	__u64 redirected_bytes;
+	__u64 fallback_peer_missing; /* first send found no peer: socket stays on TCP */
+	__u64 fallback_peer_gone;    /* peer left the map later: socket moves to TCP */
+	__u64 fallback_sticky;       /* sent by TCP because an earlier byte was */
+	__u64 fallback_no_state;     /* per-socket state could not be allocated */
+	__u64 fallback_bytes;        /* bytes of all fallback messages */
+};
+
+#define ACCEL_AF_INET 2
+#define ACCEL_AF_INET6 10
+
+/*
+ * Fill addresses and ports of a key from a context that has the usual
+ * family/local_ip4/remote_ip4/local_ip6/remote_ip6/local_port/remote_port
+ * fields (struct bpf_sock_ops and struct sk_msg_md both do).
+ *
+ * The ip6 words are read one at a time through volatile: clang otherwise
+ * merges two of them into a 64-bit context load, which the verifier rejects.
+ * remote_port holds the port in network order in the upper 16 bits (on little
+ * endian), local_port holds it in host order.
+ *
+ * Returns 0 on success, -1 for a family we do not handle.
+ */
+#define ACCEL_FILL_TUPLE(key, ctx)                                                  \
+	({                                                                          \
+		int __ret = 0;                                                      \
+		__u32 __family = (ctx)->family;                                     \
+		if (__family == ACCEL_AF_INET) {                                    \
+			(key)->local_ip[0] = 0;                                     \
+			(key)->local_ip[1] = 0;                                     \
+			(key)->local_ip[2] = bpf_htonl(0x0000ffff);                 \
+			(key)->local_ip[3] = (ctx)->local_ip4;                      \
+			(key)->remote_ip[0] = 0;                                    \
+			(key)->remote_ip[1] = 0;                                    \
+			(key)->remote_ip[2] = bpf_htonl(0x0000ffff);                \
+			(key)->remote_ip[3] = (ctx)->remote_ip4;                    \
+		} else if (__family == ACCEL_AF_INET6) {                            \
+			(key)->local_ip[0] = *(volatile __u32 *)&(ctx)->local_ip6[0];   \
+			(key)->local_ip[1] = *(volatile __u32 *)&(ctx)->local_ip6[1];   \
+			(key)->local_ip[2] = *(volatile __u32 *)&(ctx)->local_ip6[2];   \
+			(key)->local_ip[3] = *(volatile __u32 *)&(ctx)->local_ip6[3];   \
+			(key)->remote_ip[0] = *(volatile __u32 *)&(ctx)->remote_ip6[0]; \
+			(key)->remote_ip[1] = *(volatile __u32 *)&(ctx)->remote_ip6[1]; \
+			(key)->remote_ip[2] = *(volatile __u32 *)&(ctx)->remote_ip6[2]; \
+			(key)->remote_ip[3] = *(volatile __u32 *)&(ctx)->remote_ip6[3]; \
+		} else {                                                            \
+			__ret = -1;                                                 \
+		}                                                                   \
+		(key)->local_port = (ctx)->local_port;                              \
+		(key)->remote_port = bpf_ntohl((ctx)->remote_port);                 \
+		__ret;                                                              \
+	})
+
+/* 127.0.0.0/8 (v4-mapped) or ::1: traffic that never leaves its namespace. */
+static __always_inline int accel_is_loopback(const __u32 ip[4])
+{
+	if (ip[0] != 0 || ip[1] != 0)
+		return 0;
+	if (ip[2] == bpf_htonl(0x0000ffff))
+		return (ip[3] & bpf_htonl(0xff000000)) == bpf_htonl(0x7f000000);
+	return ip[2] == 0 && ip[3] == bpf_htonl(1);
+}
+
+static __always_inline int accel_same_ip(const __u32 a[4], const __u32 b[4])
+{
+	return a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3];
+}
+
+/* A connection stays inside its namespace when it is loopback or when a socket
+ * talks to one of its own addresses; only then is the netns cookie part of the
+ * key (see struct sock_key). Both ends compute the same answer. */
+static __always_inline int accel_namespace_local(const struct sock_key *key)
+{
+	return accel_is_loopback(key->remote_ip) || accel_same_ip(key->local_ip, key->remote_ip);
+}
+
+/* Debug prints compile away unless the controller passes -DACCEL_DEBUG. */
+#ifdef ACCEL_DEBUG
+#define accel_dbg(fmt, ...) bpf_trace_printk(fmt, ##__VA_ARGS__)
+#else
+#define accel_dbg(fmt, ...) do { } while (0)
+#endif
+
+#endif /* ACCEL_H */

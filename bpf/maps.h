@@ -1,0 +1,49 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * maps.h - the pinned maps both programs use. The controller creates and pins
+ * them before loading (so their sizes are a run-time setting, and a restarted
+ * controller reuses the same maps: DESIGN.md invariant 7); bcc opens the pins.
+ */
+#ifndef ACCEL_MAPS_H
+#define ACCEL_MAPS_H
+
+#include "accel.h"
+
+/* bcc's BPF_SOCKHASH cannot be pinned and BPF_TABLE_PINNED("sockhash") lacks
+ * the sockhash helpers, so declare the table struct as BPF_SOCKHASH does, in a
+ * pinned section. */
+struct sock_hash_table_t {
+	struct sock_key key;
+	int leaf;
+	int (*update)(struct sock_key *, int *);
+	int (*delete)(struct sock_key *);
+	int (*sock_hash_update)(void *, void *, u64);
+	int (*msg_redirect_hash)(void *, void *, u64);
+	int (*sk_redirect_hash)(void *, void *, u64);
+	u32 max_entries;
+};
+__attribute__((section("maps/sockhash:" ACCEL_PIN_DIR "/sock_hash")))
+struct sock_hash_table_t sock_hash = {.max_entries = ACCEL_SOCKHASH_SIZE};
+BPF_ANNOTATE_KV_PAIR(sock_hash, struct sock_key, int);
+
+BPF_TABLE_PINNED("hash", struct endpoint_key, struct endpoint_value, endpoints,
+		 ACCEL_ENDPOINTS_SIZE, ACCEL_PIN_DIR "/endpoints");
+
+BPF_TABLE_PINNED("percpu_array", u32, struct stats, stats, 1, ACCEL_PIN_DIR "/stats");
+
+/* Each program file defines
+ *     static __always_inline struct stats *stats_get(void)
+ * with stats.lookup() in its own body: bcc rewrites map calls only in the main
+ * source file, never in a header or inside a macro. */
+static __always_inline struct stats *stats_get(void);
+
+#define ACCEL_ADD(field, n)                        \
+	do {                                       \
+		struct stats *__s = stats_get();    \
+		if (__s)                           \
+			__s->field += (n);         \
+	} while (0)
+
+#define ACCEL_COUNT(field) ACCEL_ADD(field, 1)
+
+#endif /* ACCEL_MAPS_H */

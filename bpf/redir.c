@@ -1,0 +1,76 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * redir.c - sk_msg verdict: hand each sendmsg() to the peer socket's receive
+ * queue when that cannot reorder bytes, else let it go through TCP.
+ *
+ * Ordering (invariant 4): the receiver reads redirected bytes before its TCP
+ * queue, so once any byte of a socket has gone through TCP, no later byte may
+ * be redirected. The first message decides; a later miss (peer gone) moves the
+ * socket to TCP for good, which is order-safe in that direction.
+ *
+ * Fail open (invariant 5): every path returns SK_PASS. A miss of
+ * bpf_msg_redirect_hash() returns SK_DROP, which would fail sendmsg() with
+ * EACCES, so its value is only used to decide, never returned.
+ */
+#include "maps.h"
+
+static __always_inline struct stats *stats_get(void)
+{
+	u32 zero = 0;
+	return stats.lookup(&zero);
+}
+
+/* Per-socket mode; not pinned on purpose: a socket keeps the sk_msg program
+ * (and so this map) it was inserted with, across controller restarts. */
+BPF_SK_STORAGE(sock_states, struct sock_state);
+
+int accel_redir(struct sk_msg_md *msg)
+{
+	struct sock_state *st;
+	struct sock_key peer = {};
+	struct sock_key self = {};
+	__u32 size = msg->size;
+	long verdict;
+
+	st = sock_states.sk_storage_get(msg->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!st) {
+		/* Without state we cannot promise order: never redirect. */
+		ACCEL_COUNT(fallback_no_state);
+		ACCEL_ADD(fallback_bytes, size);
+		return SK_PASS;
+	}
+	if (st->mode == ACCEL_MODE_TCP) {
+		ACCEL_COUNT(fallback_sticky);
+		ACCEL_ADD(fallback_bytes, size);
+		return SK_PASS;
+	}
+
+	if (ACCEL_FILL_TUPLE(&self, msg) < 0) {
+		st->mode = ACCEL_MODE_TCP;
+		ACCEL_COUNT(fallback_sticky);
+		ACCEL_ADD(fallback_bytes, size);
+		return SK_PASS;
+	}
+	/* The peer's key is ours with the ends swapped. */
+	__builtin_memcpy(peer.local_ip, self.remote_ip, sizeof(peer.local_ip));
+	__builtin_memcpy(peer.remote_ip, self.local_ip, sizeof(peer.remote_ip));
+	peer.local_port = self.remote_port;
+	peer.remote_port = self.local_port;
+	if (accel_namespace_local(&self))
+		peer.netns = bpf_get_netns_cookie(msg);
+
+	verdict = sock_hash.msg_redirect_hash(msg, &peer, BPF_F_INGRESS);
+	if (verdict != SK_PASS) {
+		if (st->mode == ACCEL_MODE_NEW)
+			ACCEL_COUNT(fallback_peer_missing);
+		else
+			ACCEL_COUNT(fallback_peer_gone);
+		ACCEL_ADD(fallback_bytes, size);
+		st->mode = ACCEL_MODE_TCP;
+		return SK_PASS;
+	}
+	st->mode = ACCEL_MODE_REDIRECT;
+	ACCEL_COUNT(redirected_msgs);
+	ACCEL_ADD(redirected_bytes, size);
+	return SK_PASS;
+}
