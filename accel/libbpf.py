@@ -92,6 +92,7 @@ class _Lib:
                 "libbpf_probe_bpf_map_type": ([c_int, vp], c_int),
                 "libbpf_probe_bpf_helper": ([c_int, c_int, vp], c_int),
                 "libbpf_num_possible_cpus": ([], c_int),
+                "bpf_prog_test_run_opts": ([c_int, vp], c_int),
             }
             for fname, (args, res) in sigs.items():
                 fn = getattr(lib, fname)
@@ -202,6 +203,35 @@ def map_info(fd: int) -> dict[str, int | str]:
         "max_entries": info.max_entries,
         "name": info.name.decode(errors="replace"),
     }
+
+
+class _TestRunOpts(ctypes.Structure):
+    # struct bpf_test_run_opts (libbpf >= 0.7), the fields up to retval.
+    _fields_ = [
+        ("sz", ctypes.c_size_t),
+        ("data_in", ctypes.c_void_p),
+        ("data_out", ctypes.c_void_p),
+        ("data_size_in", ctypes.c_uint32),
+        ("data_size_out", ctypes.c_uint32),
+        ("ctx_in", ctypes.c_void_p),
+        ("ctx_out", ctypes.c_void_p),
+        ("ctx_size_in", ctypes.c_uint32),
+        ("ctx_size_out", ctypes.c_uint32),
+        ("retval", ctypes.c_uint32),
+        ("repeat", ctypes.c_int),
+        ("duration", ctypes.c_uint32),
+        ("flags", ctypes.c_uint32),
+        ("cpu", ctypes.c_uint32),
+        ("batch_size", ctypes.c_uint32),
+    ]
+
+
+def prog_test_run(prog_fd: int, data: bytes) -> int:
+    """Run a program once on ``data`` (BPF_PROG_TEST_RUN); returns its retval."""
+    buf = ctypes.create_string_buffer(data, len(data))
+    opts = _TestRunOpts(sz=ctypes.sizeof(_TestRunOpts), data_in=ctypes.addressof(buf), data_size_in=len(data), repeat=1)
+    _check(_Lib.get().bpf_prog_test_run_opts(prog_fd, ctypes.byref(opts)), "test run")
+    return int(opts.retval)
 
 
 def possible_cpus() -> int:

@@ -1,0 +1,46 @@
+"""Fixtures for the privileged tests: real programs, real kernel, private
+cgroup, private namespaces and pins; everything removed even on failure."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from .cgroups import inside, private_cgroup
+from .controller import Controller
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.geteuid() == 0:
+        return
+    skip = pytest.mark.skip(reason="needs root: loads BPF programs and makes cgroups and namespaces")
+    for item in items:
+        if "integration" in str(item.fspath):
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="module")
+def accel_env(tmp_path_factory):
+    """One controller on a private cgroup for a module's tests, with this
+    process inside the cgroup so that the tests' sockets are accelerated."""
+    with private_cgroup("mod") as cg:
+        ctl = Controller(cg, tmp_path_factory.mktemp("state"))
+        try:
+            ctl.start()
+            with inside(cg):
+                yield ctl
+        finally:
+            ctl.close()
+
+
+@pytest.fixture
+def fresh_env(tmp_path):
+    """A controller of the test's own (not started): lifecycle tests drive it."""
+    with private_cgroup("fn") as cg:
+        ctl = Controller(cg, tmp_path / "state")
+        try:
+            with inside(cg):
+                yield ctl
+        finally:
+            ctl.close()

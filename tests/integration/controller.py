@@ -1,0 +1,119 @@
+"""Drive the real `accel` command in a subprocess, as a user would."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from accel.maps import PinnedMaps
+
+ACCEL = os.path.join(os.path.dirname(sys.executable), "accel")
+
+
+class Controller:
+    def __init__(self, cgroup: str, state_dir: Path | str, pin_dir: str | None = None) -> None:
+        self.cgroup = cgroup
+        self.state_dir = str(state_dir)
+        self.pin_dir = pin_dir or f"/sys/fs/bpf/accel-test-{uuid.uuid4().hex[:8]}"
+        self.proc: subprocess.Popen | None = None
+        self.log_path = os.path.join(os.path.dirname(self.state_dir.rstrip("/")), f"accel-run-{uuid.uuid4().hex[:6]}.log")
+        self.starts = 0
+
+    # --- the CLI -------------------------------------------------------------
+    def base_args(self) -> list[str]:
+        return [ACCEL, "--pin-dir", self.pin_dir, "--state-dir", self.state_dir]
+
+    def cli(self, *args: str, check: bool = True, timeout: float = 120, **kw: Any) -> subprocess.CompletedProcess:
+        res = subprocess.run([*self.base_args(), *args], capture_output=True, text=True, timeout=timeout, **kw)
+        if check and res.returncode != 0:
+            raise AssertionError(f"accel {' '.join(args)} exited {res.returncode}: {res.stderr}{res.stdout}")
+        return res
+
+    def status(self) -> dict[str, Any]:
+        return json.loads(self.cli("status", "--json").stdout)
+
+    def run_args(self, *extra: str) -> list[str]:
+        return [*self.base_args(), "run", "--cgroup", self.cgroup, "--rescan-interval", "0.2", "--log-format", "json", *extra]
+
+    def start(self, *extra: str, wait: bool = True) -> None:
+        self.starts += 1
+        log = open(self.log_path, "a")
+        self.proc = subprocess.Popen(self.run_args(*extra), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        log.close()
+        if wait:
+            self.wait_attached()
+
+    def wait_attached(self, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(f"accel run exited {self.proc.returncode}:\n{self.log()}")
+            if PinnedMaps.exists(self.pin_dir):
+                st = self.status()
+                if st["attached"] and st["running_pid"] == self.proc.pid:
+                    return
+            time.sleep(0.1)
+        raise AssertionError(f"accel run did not attach within {timeout}s:\n{self.log()}")
+
+    def log(self) -> str:
+        try:
+            with open(self.log_path) as f:
+                return f.read()[-5000:]
+        except FileNotFoundError:
+            return ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        rc = self.proc.wait(timeout)
+        self.proc = None
+        return rc
+
+    # --- kernel state, read directly --------------------------------------------
+    def sockets(self) -> set[tuple]:
+        if not PinnedMaps.exists(self.pin_dir):
+            return set()
+        with PinnedMaps(self.pin_dir) as maps:
+            return {e.tuple() for e in maps.sockets()}
+
+    def endpoints(self) -> dict[str, int]:
+        with PinnedMaps(self.pin_dir) as maps:
+            return {a: v.policy for a, v in maps.endpoints().items()}
+
+    def wait_endpoints(self, *addrs: str, timeout: float = 15) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            eps = self.endpoints()
+            if all(a in eps for a in addrs):
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"endpoints {addrs} not in the map after {timeout}s: {sorted(self.endpoints())}")
+
+    def counters(self) -> dict[str, int]:
+        with PinnedMaps(self.pin_dir) as maps:
+            return maps.stats()
+
+    # --- teardown ------------------------------------------------------------------
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(Exception):
+                self.stop()
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        # Whatever happened, leave nothing attached or pinned.
+        self.cli("down", "--force", "--cgroup", self.cgroup, check=False)
+        if os.path.isdir(self.pin_dir):
+            for name in os.listdir(self.pin_dir):
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(self.pin_dir, name))
+            with contextlib.suppress(OSError):
+                os.rmdir(self.pin_dir)

@@ -1,0 +1,127 @@
+"""Network namespaces for tests and benchmarks, built with pyroute2 and always
+torn down: "pods" on a bridge that lives in its own "node" namespace, so the
+host's network is never touched.
+
+    pod0 --veth--+
+                 br0 (in netns <prefix>-node)
+    pod1 --veth--+
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from pyroute2 import IPRoute, netns
+
+IFA_F_NODAD = 0x02
+
+
+def _ipr(ns: str) -> IPRoute:
+    return IPRoute(netns=ns)
+
+
+def create_netns(name: str) -> None:
+    netns.create(name)
+    with _ipr(name) as ipr:
+        ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+
+
+def remove_netns(name: str) -> None:
+    with contextlib.suppress(Exception):
+        netns.remove(name)
+
+
+@dataclass
+class Pod:
+    ns: str
+    ipv4: str
+    ipv6: str
+
+
+@dataclass
+class Topology:
+    prefix: str
+    node: str
+    pods: list[Pod] = field(default_factory=list)
+
+    def close(self) -> None:
+        for pod in self.pods:
+            remove_netns(pod.ns)
+        remove_netns(self.node)
+
+
+def build_pods(count: int = 2, subnet: int = 213, prefix: str | None = None) -> Topology:
+    """``count`` pods on one bridge, 10.<subnet>.0.<i+1>/24 and fd00:<subnet>::<i+1>/64."""
+    prefix = prefix or f"acct-{uuid.uuid4().hex[:6]}"
+    topo = Topology(prefix=prefix, node=f"{prefix}-node")
+    try:
+        create_netns(topo.node)
+        with _ipr(topo.node) as ipr:
+            ipr.link("add", ifname="br0", kind="bridge")
+            br = ipr.link_lookup(ifname="br0")[0]
+            ipr.link("set", index=br, state="up")
+            for i in range(count):
+                pod = Pod(f"{prefix}-p{i}", f"10.{subnet}.0.{i + 1}", f"fd00:{subnet}::{i + 1}")
+                create_netns(pod.ns)
+                topo.pods.append(pod)
+                ipr.link("add", ifname=f"h{i}", kind="veth", peer={"ifname": "eth0", "net_ns_fd": pod.ns})
+                host_end = ipr.link_lookup(ifname=f"h{i}")[0]
+                ipr.link("set", index=host_end, master=br, state="up")
+                with _ipr(pod.ns) as pipr:
+                    eth = pipr.link_lookup(ifname="eth0")[0]
+                    pipr.addr("add", index=eth, address=pod.ipv4, prefixlen=24)
+                    pipr.addr("add", index=eth, address=pod.ipv6, prefixlen=64, flags=IFA_F_NODAD)
+                    pipr.link("set", index=eth, state="up")
+    except BaseException:
+        topo.close()
+        raise
+    return topo
+
+
+@contextlib.contextmanager
+def pods(count: int = 2, subnet: int = 213) -> Iterator[Topology]:
+    topo = build_pods(count, subnet)
+    try:
+        yield topo
+    finally:
+        topo.close()
+
+
+@contextlib.contextmanager
+def hidden_netns(path: str) -> Iterator[str]:
+    """A namespace that no controller can see: not in /run/netns, no process
+    in it, kept alive by a bind mount at ``path``. It stands for a host that is
+    not on this node."""
+    open(path, "w").close()
+    subprocess.run(["unshare", f"--net={path}", "true"], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", path], check=False)
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
+@contextlib.contextmanager
+def entered(ns: str | None) -> Iterator[None]:
+    """Run the body with this thread in ``ns`` (a name or a path); sockets
+    created inside stay in that namespace."""
+    if ns is None:
+        yield
+        return
+    netns.pushns(ns)
+    try:
+        yield
+    finally:
+        netns.popns()
+
+
+def socket_in(ns: str | None, family: int = socket.AF_INET) -> socket.socket:
+    with entered(ns):
+        return socket.socket(family, socket.SOCK_STREAM)
