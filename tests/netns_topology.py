@@ -125,3 +125,20 @@ def entered(ns: str | None) -> Iterator[None]:
 def socket_in(ns: str | None, family: int = socket.AF_INET) -> socket.socket:
     with entered(ns):
         return socket.socket(family, socket.SOCK_STREAM)
+
+
+def plug_hidden(topo: Topology, path: str, ipv4: str, index: int = 9) -> None:
+    """Connect a hidden namespace (see hidden_netns) to the topology's bridge."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with _ipr(topo.node) as ipr:
+            ipr.link("add", ifname=f"x{index}", kind="veth", peer={"ifname": "eth0", "net_ns_fd": fd})
+            host_end = ipr.link_lookup(ifname=f"x{index}")[0]
+            ipr.link("set", index=host_end, master=ipr.link_lookup(ifname="br0")[0], state="up")
+    finally:
+        os.close(fd)
+    with _ipr(path) as ipr:
+        ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+        eth = ipr.link_lookup(ifname="eth0")[0]
+        ipr.addr("add", index=eth, address=ipv4, prefixlen=24)
+        ipr.link("set", index=eth, state="up")
