@@ -126,6 +126,8 @@ def collect_status(settings: Settings) -> dict[str, Any]:
         "endpoints_by_policy": {},
         "map_sizes": {},
         "headers": state.get("headers"),
+        # What the last `accel run` recorded; "attached" above is the kernel's word.
+        "run_state": {k: state.get(k) for k in ("pid", "sockops_id", "redir_id", "started", "stopped")},
     }
     counters: dict[str, int] = {}
     if pinned:

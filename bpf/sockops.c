@@ -81,6 +81,12 @@ static __always_inline void on_established(struct bpf_sock_ops *skops)
 
 int accel_sockops(struct bpf_sock_ops *skops)
 {
+#ifdef ACCEL_TEST_VERIFIER_REJECT
+	/* Built only by the test of verifier-error reporting: a context read far
+	 * out of bounds, which the verifier must refuse. */
+	if (*(volatile __u32 *)((char *)skops + 4096))
+		return 0;
+#endif
 	switch (skops->op) {
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
 	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:

@@ -58,7 +58,8 @@ class Controller:
                 raise AssertionError(f"accel run exited {self.proc.returncode}:\n{self.log()}")
             if PinnedMaps.exists(self.pin_dir):
                 st = self.status()
-                if st["attached"] and st["running_pid"] == self.proc.pid:
+                run = st["run_state"]
+                if st["running_pid"] == self.proc.pid and run["pid"] == self.proc.pid and run["sockops_id"] in st["sockops_ids"]:
                     return
             time.sleep(0.1)
         raise AssertionError(f"accel run did not attach within {timeout}s:\n{self.log()}")

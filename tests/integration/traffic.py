@@ -95,10 +95,10 @@ def exchange(a: socket.socket, b: socket.socket, ab: bytes, ba: bytes, write_siz
     random sizes unrelated to the writes. Returns the two flows (a->b, b->a)."""
     f_ab, f_ba = Flow(), Flow()
     threads = [
-        threading.Thread(target=_writer, args=(a, ab, write_size, f_ab)),
-        threading.Thread(target=_writer, args=(b, ba, write_size, f_ba)),
-        threading.Thread(target=_reader, args=(b, seed, max_read, f_ab)),
-        threading.Thread(target=_reader, args=(a, seed + 1, max_read, f_ba)),
+        threading.Thread(target=_writer, args=(a, ab, write_size, f_ab), daemon=True),
+        threading.Thread(target=_writer, args=(b, ba, write_size, f_ba), daemon=True),
+        threading.Thread(target=_reader, args=(b, seed, max_read, f_ab), daemon=True),
+        threading.Thread(target=_reader, args=(a, seed + 1, max_read, f_ba), daemon=True),
     ]
     for t in threads:
         t.start()
