@@ -81,7 +81,16 @@ def _settings_or_exit(ctx: click.Context, **overrides: Any) -> Settings:
 @click.option("--ebpf", is_flag=True, hidden=True, help="Print the BPF C sources and exit.")
 @click.pass_context
 @friendly
-def run(ctx: click.Context, cgroup: str | None, log_format: str, sockhash_size: int, endpoints_size: int, rescan_interval: float, defines: tuple[str, ...], ebpf: bool) -> None:
+def run(
+    ctx: click.Context,
+    cgroup: str | None,
+    log_format: str,
+    sockhash_size: int,
+    endpoints_size: int,
+    rescan_interval: float,
+    defines: tuple[str, ...],
+    ebpf: bool,
+) -> None:
     """Load, attach and keep the datapath fed, in the foreground."""
     if ebpf:
         from .datapath import bpf_sources
@@ -154,6 +163,10 @@ def collect_status(settings: Settings) -> dict[str, Any]:
     return info
 
 
+def _rows(checks: list[doctor.Check]) -> list[tuple[str, str, str, str]]:
+    return [(c.name, "[green]pass[/]" if c.ok else "[red]FAIL[/]", c.detail, c.fix) for c in checks]
+
+
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
@@ -167,7 +180,8 @@ def status(ctx: click.Context, as_json: bool) -> None:
         click.echo(json.dumps(info, indent=2, sort_keys=True))
         return
     state = "[green]attached[/]" if info["attached"] else "[yellow]not attached[/]"
-    out.print(f"accel {__version__}: {state} to cgroup {info['cgroup'] or '-'}  (kernel {info['kernel']}, pins {settings.pin_dir}{'' if info['pinned'] else ': none'})")
+    pins = settings.pin_dir if info["pinned"] else f"{settings.pin_dir} (none)"
+    out.print(f"accel {__version__}: {state} to cgroup {info['cgroup'] or '-'}  (kernel {info['kernel']}, pins {pins})")
     if info["running_pid"]:
         out.print(f"controller pid {info['running_pid']}")
     out.print(f"sockets in the fast path: {info['sockets']}   local endpoints: {info['endpoints']} {info['endpoints_by_policy'] or ''}")
@@ -194,7 +208,7 @@ def conns(ctx: click.Context, as_json: bool) -> None:
     from .endpoints.netlink import namespace_cookies
 
     names = namespace_cookies() if any(e.netns for e in entries) else {}
-    rows = []
+    rows: list[dict[str, Any]] = []
     for c in pair_connections(entries):
         rows.append(
             {
@@ -299,8 +313,8 @@ def doctor_cmd(as_json: bool) -> None:
         table = Table(show_header=True, header_style="bold")
         for col in ("check", "result", "detail", "fix"):
             table.add_column(col)
-        for c in checks:
-            table.add_row(c.name, "[green]pass[/]" if c.ok else "[red]FAIL[/]", c.detail, c.fix)
+        for row in _rows(checks):
+            table.add_row(*row)
         out.print(table)
     if not all(c.ok for c in checks):
         sys.exit(1)

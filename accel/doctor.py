@@ -20,7 +20,7 @@ class Check:
 
 def _bcc() -> Check:
     try:
-        import bcc  # noqa: F401
+        import bcc
 
         return Check("bcc (python3-bpfcc)", True, f"importable from {os.path.dirname(bcc.__file__)}")
     except Exception as exc:

@@ -78,7 +78,9 @@ def cgroup2_root(mount_if_missing: bool = False) -> str:
                 return preferred
         return found[0]
     if not mount_if_missing:
-        raise CgroupError("find cgroup v2: no cgroup2 filesystem is mounted - mount one (mount -t cgroup2 none /sys/fs/cgroup/unified) or run `accel run`, which mounts it")
+        raise CgroupError(
+            "find cgroup v2: no cgroup2 filesystem is mounted - mount one (mount -t cgroup2 none /sys/fs/cgroup/unified) or run `accel run`, which mounts it"
+        )
     os.makedirs(FALLBACK_CGROUP2, exist_ok=True)
     try:
         _mount("none", FALLBACK_CGROUP2, "cgroup2")
@@ -125,7 +127,9 @@ def ensure_bpffs(pin_dir: str, mount_if_missing: bool = True) -> None:
         try:
             _mount("bpf", DEFAULT_BPFFS, "bpf")
         except OSError as exc:
-            raise BpffsError(f"mount bpffs at {DEFAULT_BPFFS}: {exc.strerror} - the kernel needs CONFIG_BPF_SYSCALL; in a container, mount /sys/fs/bpf from the host") from exc
+            raise BpffsError(
+                f"mount bpffs at {DEFAULT_BPFFS}: {exc.strerror} - the kernel needs CONFIG_BPF_SYSCALL; in a container, mount /sys/fs/bpf from the host"
+            ) from exc
         return
     raise BpffsError(f"pin directory {pin_dir}: {existing} is not on a bpf filesystem - use a path under a bpffs mount (mount -t bpf bpf {DEFAULT_BPFFS})")
 
@@ -150,7 +154,10 @@ def probe_features() -> list[Probe]:
         ("sk_storage map", lambda: libbpf.probe_map_type(libbpf.MAP_TYPE_SK_STORAGE), "a kernel >= 5.2"),
         (
             "netns cookie helper (sockops, sk_msg)",
-            lambda: libbpf.probe_helper(libbpf.PROG_TYPE_SOCK_OPS, libbpf.FUNC_GET_NETNS_COOKIE) and libbpf.probe_helper(libbpf.PROG_TYPE_SK_MSG, libbpf.FUNC_GET_NETNS_COOKIE),
+            lambda: (
+                libbpf.probe_helper(libbpf.PROG_TYPE_SOCK_OPS, libbpf.FUNC_GET_NETNS_COOKIE)
+                and libbpf.probe_helper(libbpf.PROG_TYPE_SK_MSG, libbpf.FUNC_GET_NETNS_COOKIE)
+            ),
             "a kernel >= 5.15 (bpf_get_netns_cookie in sockops and sk_msg)",
         ),
     ]
@@ -204,7 +211,8 @@ def find_headers(create: bool = True) -> Headers:
     candidates = _distribution_headers()
     if not candidates:
         raise HeadersError(
-            f"find kernel headers for bcc: none for {release} and no distribution headers in /usr/src - install them (Debian: apt-get install linux-headers-amd64)"
+            f"find kernel headers for bcc: none for {release} and no distribution headers in /usr/src"
+            " - install them (Debian: apt-get install linux-headers-amd64)"
         )
     arch_dir, common_dir = candidates[-1]
     name = os.path.basename(arch_dir)

@@ -13,6 +13,7 @@ import ctypes.util
 import errno
 import os
 from collections.abc import Iterator
+from typing import Any
 
 # enum bpf_map_type / bpf_prog_type / bpf_attach_type / helper ids (uapi/linux/bpf.h)
 MAP_TYPE_HASH = 1
@@ -115,7 +116,7 @@ def obj_get(path: str) -> int:
     return _check(_Lib.get().bpf_obj_get(path.encode()), f"open pin {path}")
 
 
-def map_lookup(fd: int, key: ctypes.Array | ctypes.Structure, value: ctypes.Array | ctypes.Structure) -> bool:
+def map_lookup(fd: int, key: Any, value: Any) -> bool:
     ret = _Lib.get().bpf_map_lookup_elem(fd, ctypes.byref(key), ctypes.byref(value))
     if ret == -errno.ENOENT:
         return False
@@ -123,11 +124,11 @@ def map_lookup(fd: int, key: ctypes.Array | ctypes.Structure, value: ctypes.Arra
     return True
 
 
-def map_update(fd: int, key: ctypes.Array | ctypes.Structure, value: ctypes.Array | ctypes.Structure, flags: int = ANY) -> None:
+def map_update(fd: int, key: Any, value: Any, flags: int = ANY) -> None:
     _check(_Lib.get().bpf_map_update_elem(fd, ctypes.byref(key), ctypes.byref(value), flags), "map update")
 
 
-def map_delete(fd: int, key: ctypes.Array | ctypes.Structure) -> bool:
+def map_delete(fd: int, key: Any) -> bool:
     ret = _Lib.get().bpf_map_delete_elem(fd, ctypes.byref(key))
     if ret == -errno.ENOENT:
         return False

@@ -12,10 +12,7 @@ import structlog
 def configure(fmt: str = "console", level: int = logging.INFO) -> None:
     """Human console output by default, one JSON object per line with ``json``."""
     renderer: Any
-    if fmt == "json":
-        renderer = structlog.processors.JSONRenderer()
-    else:
-        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    renderer = structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

@@ -8,6 +8,7 @@ process; they still check the kernel, never trust the file alone.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -95,11 +96,7 @@ def write_state(settings: Settings, **fields: Any) -> None:
 
 def remove_state(settings: Settings) -> None:
     for path in (settings.state_path, settings.lock_path):
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
-        except FileNotFoundError:
-            pass
-    try:
+    with contextlib.suppress(OSError):
         os.rmdir(settings.state_dir)
-    except OSError:
-        pass

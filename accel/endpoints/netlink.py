@@ -59,10 +59,7 @@ def namespace_cookies() -> dict[int, str]:
     names: dict[int, str] = {}
     for _ns, path in namespace_paths().items():
         try:
-            if path in ("/proc/self/ns/net", "/proc/1/ns/net"):
-                sock = socket.socket()
-            else:
-                sock = pr_netns.create_socket(netns=path)
+            sock = socket.socket() if path in ("/proc/self/ns/net", "/proc/1/ns/net") else pr_netns.create_socket(netns=path)
             with sock:
                 cookie = int.from_bytes(sock.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8), "little")
         except OSError:

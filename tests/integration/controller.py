@@ -45,9 +45,8 @@ class Controller:
 
     def start(self, *extra: str, wait: bool = True) -> None:
         self.starts += 1
-        log = open(self.log_path, "a")
-        self.proc = subprocess.Popen(self.run_args(*extra), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        log.close()
+        with open(self.log_path, "a") as log:
+            self.proc = subprocess.Popen(self.run_args(*extra), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         if wait:
             self.wait_attached()
 

@@ -51,7 +51,7 @@ def test_pairing_matches_both_ends_of_a_connection():
     assert len(conns) == 2
     both = [c for c in conns if c.both_in_map]
     assert len(both) == 1 and {both[0].a, both[0].b} == {("10.0.0.1", 40000), ("10.0.0.2", 80)}
-    assert [c for c in conns if not c.both_in_map][0].netns == 7
+    assert next(c for c in conns if not c.both_in_map).netns == 7
 
 
 def test_pairing_never_crosses_namespaces():
