@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
 import glob
 import os
 import platform
@@ -148,7 +149,11 @@ class Probe:
 def probe_features() -> list[Probe]:
     """Each kernel feature the datapath needs, probed by loading a tiny program."""
     checks = [
-        ("BPF syscall", lambda: libbpf.probe_prog_type(libbpf.PROG_TYPE_SOCK_OPS), "a kernel with CONFIG_BPF_SYSCALL and CONFIG_CGROUP_BPF"),
+        (
+            "BPF syscall",
+            lambda: libbpf.probe_syscall() and libbpf.probe_prog_type(libbpf.PROG_TYPE_SOCK_OPS),
+            "a kernel with CONFIG_BPF_SYSCALL and CONFIG_CGROUP_BPF",
+        ),
         ("sockhash map", lambda: libbpf.probe_map_type(libbpf.MAP_TYPE_SOCKHASH), "a kernel >= 4.18 with CONFIG_BPF_STREAM_PARSER"),
         ("sk_msg program", lambda: libbpf.probe_prog_type(libbpf.PROG_TYPE_SK_MSG), "a kernel >= 4.17 with CONFIG_BPF_STREAM_PARSER"),
         ("sk_storage map", lambda: libbpf.probe_map_type(libbpf.MAP_TYPE_SK_STORAGE), "a kernel >= 5.2"),
@@ -167,13 +172,22 @@ def probe_features() -> list[Probe]:
             ok = bool(fn())
             detail = "supported" if ok else "not supported by this kernel"
         except OSError as exc:
-            ok, detail = False, str(exc)
+            ok, detail = False, f"refused: {exc.strerror}"
+            if exc.errno in (errno.EPERM, errno.EACCES):
+                fix = PERMISSION_FIX
         out.append(Probe(name, ok, detail, fix))
     return out
 
 
+PERMISSION_FIX = "real root with CAP_BPF and CAP_SYS_ADMIN (not a user namespace or an unprivileged container)"
+
+
 def require_features() -> None:
-    missing = [p for p in probe_features() if not p.ok]
+    probes = probe_features()
+    denied = [p for p in probes if not p.ok and p.fix == PERMISSION_FIX]
+    if denied:
+        raise NotRootError(f"probe kernel {kernel_release()}: BPF is not permitted to this process ({denied[0].detail}) - run as {PERMISSION_FIX}")
+    missing = [p for p in probes if not p.ok]
     if missing:
         names = ", ".join(p.name for p in missing)
         raise KernelError(f"probe kernel {kernel_release()}: missing {names} - needs {missing[0].fix}")

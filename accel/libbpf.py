@@ -94,6 +94,7 @@ class _Lib:
                 "libbpf_probe_bpf_helper": ([c_int, c_int, vp], c_int),
                 "libbpf_num_possible_cpus": ([], c_int),
                 "bpf_prog_test_run_opts": ([c_int, vp], c_int),
+                "bpf_map_create": ([c_int, ctypes.c_char_p, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint32, vp], c_int),
             }
             for fname, (args, res) in sigs.items():
                 fn = getattr(lib, fname)
@@ -239,13 +240,29 @@ def possible_cpus() -> int:
     return _check(_Lib.get().libbpf_num_possible_cpus(), "count possible CPUs")
 
 
+def probe_syscall() -> bool:
+    """Create and drop a one-entry array: the plainest use of bpf(). Raises
+    OSError (EPERM) where the kernel refuses BPF to this process."""
+    fd = _check(_Lib.get().bpf_map_create(2, None, 4, 4, 1, None), "bpf(BPF_MAP_CREATE)")
+    os.close(fd)
+    return True
+
+
+def _probe(ret: int, what: str) -> bool:
+    # libbpf probes: 1 supported, 0 not supported, <0 the probe itself failed
+    # (EPERM without CAP_BPF, e.g. in a user namespace or a locked-down container).
+    if ret < 0:
+        raise OSError(-ret, f"probe {what}: {os.strerror(-ret)}")
+    return ret == 1
+
+
 def probe_prog_type(prog_type: int) -> bool:
-    return _Lib.get().libbpf_probe_bpf_prog_type(prog_type, None) == 1
+    return _probe(_Lib.get().libbpf_probe_bpf_prog_type(prog_type, None), f"program type {prog_type}")
 
 
 def probe_map_type(map_type: int) -> bool:
-    return _Lib.get().libbpf_probe_bpf_map_type(map_type, None) == 1
+    return _probe(_Lib.get().libbpf_probe_bpf_map_type(map_type, None), f"map type {map_type}")
 
 
 def probe_helper(prog_type: int, helper_id: int) -> bool:
-    return _Lib.get().libbpf_probe_bpf_helper(prog_type, helper_id, None) == 1
+    return _probe(_Lib.get().libbpf_probe_bpf_helper(prog_type, helper_id, None), f"helper {helper_id}")

@@ -44,3 +44,34 @@ def fresh_env(tmp_path):
                 yield ctl
         finally:
             ctl.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _sweep_leftovers():
+    """Belt and braces: whatever a crashed test left (namespaces, pins,
+    cgroups with our test prefixes) is removed at the end of the session."""
+    yield
+    if os.geteuid() != 0:
+        return
+    import shutil
+
+    from accel.kernel import mounts
+
+    from tests.netns_topology import remove_netns
+
+    for run_dir in ("/run/netns",):
+        if os.path.isdir(run_dir):
+            for name in os.listdir(run_dir):
+                if name.startswith("acct-"):
+                    remove_netns(name)
+    if os.path.isdir("/sys/fs/bpf"):
+        for name in os.listdir("/sys/fs/bpf"):
+            if name.startswith("accel-test-"):
+                shutil.rmtree(os.path.join("/sys/fs/bpf", name), ignore_errors=True)
+    for root in mounts("cgroup2"):
+        for name in os.listdir(root):
+            if name.startswith("accel-test-"):
+                try:
+                    os.rmdir(os.path.join(root, name))
+                except OSError:
+                    pass

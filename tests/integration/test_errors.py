@@ -3,6 +3,7 @@ traceback, and never a half-attached state."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 
@@ -99,3 +100,25 @@ def test_down_with_nothing_running(fresh_env):
     assert res.returncode == 0, res.stderr
     res = run_accel(*private_args(fresh_env), "conns")
     assert_clean_error(res, "nothing pinned")
+
+
+def test_bpf_refused_in_a_user_namespace(fresh_env):
+    """Root inside a user namespace (a rootless container) is refused BPF by
+    the kernel: the error says so instead of blaming the kernel's features."""
+    cmd = ["unshare", "--user", "--map-root-user", ACCEL, *private_args(fresh_env)]
+    res = subprocess.run([*cmd, "run", "--cgroup", fresh_env.cgroup], capture_output=True, text=True, timeout=60)
+    assert_clean_error(res, "BPF is not permitted", "CAP_BPF")
+    assert res.returncode == 77
+    res = subprocess.run([*cmd, "doctor", "--json"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 1
+    checks = {c["name"]: c for c in json.loads(res.stdout)["checks"]}
+    assert checks["BPF syscall"]["ok"] is False and "not permitted" in checks["BPF syscall"]["detail"]
+    assert not os.path.exists(fresh_env.pin_dir)
+
+
+def test_doctor_passes_here_and_names_the_headers():
+    res = run_accel("doctor", "--json")
+    assert res.returncode == 0, res.stdout
+    checks = {c["name"]: c for c in json.loads(res.stdout)["checks"]}
+    assert all(c["ok"] for c in checks.values())
+    assert "headers" in checks["kernel headers"]["detail"]
