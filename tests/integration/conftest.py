@@ -3,6 +3,7 @@ cgroup, private namespaces and pins; everything removed even on failure."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import pytest
@@ -56,7 +57,6 @@ def _sweep_leftovers():
     import shutil
 
     from accel.kernel import mounts
-
     from tests.netns_topology import remove_netns
 
     for run_dir in ("/run/netns",):
@@ -71,7 +71,5 @@ def _sweep_leftovers():
     for root in mounts("cgroup2"):
         for name in os.listdir(root):
             if name.startswith("accel-test-"):
-                try:
+                with contextlib.suppress(OSError):
                     os.rmdir(os.path.join(root, name))
-                except OSError:
-                    pass
