@@ -1,0 +1,119 @@
+"""The pod watcher, through the real kubernetes client, against a server that
+speaks the API's list and watch protocol (tests/kube_fake.py)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from kubernetes import client
+
+from accel import log as logmod
+from accel.endpoints.kube import OPT_OUT_KEY, KubeEndpoints
+from accel.maps import POLICY_ACCELERATE, POLICY_OPT_OUT
+from tests.kube_fake import FakeKube, namespace, pod
+
+
+def wait_for(predicate, what: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def fake():
+    f = FakeKube().start()
+    yield f
+    f.close()
+
+
+@pytest.fixture
+def watcher(fake):
+    cfg = client.Configuration(host=fake.url)
+    logmod.configure("console")
+    w = KubeEndpoints(client.ApiClient(cfg), "node1", logmod.get("test"), notify=lambda: None, watch_timeout=2, read_timeout=5)
+    yield w
+    w.close()
+
+
+def test_list_then_watch_tracks_this_nodes_pods(fake, watcher):
+    fake.put("namespaces", namespace("default"))
+    fake.put("namespaces", namespace("quiet", {OPT_OUT_KEY: "false"}))
+    fake.put("pods", pod("web", ips=("10.1.0.5", "fd00:1::5")))
+    fake.put("pods", pod("elsewhere", node="node2", ips=("10.1.9.9",)))
+    fake.put("pods", pod("hostnet", ips=("192.168.0.10",), spec={"hostNetwork": True}))
+    pending = fake.put("pods", pod("starting", phase="Pending")) and pod("starting", phase="Pending")
+    fake.put("pods", pod("db", namespace="quiet", ips=("10.1.0.6",)))
+    fake.put("pods", pod("shy", ips=("10.1.0.7",), annotations={OPT_OUT_KEY: "false"}))
+    watcher.start()
+    assert watcher.wait_ready(10)
+    assert watcher.state.policies() == {
+        "10.1.0.5": POLICY_ACCELERATE,
+        "fd00:1::5": POLICY_ACCELERATE,
+        "10.1.0.6": POLICY_OPT_OUT,  # namespace label
+        "10.1.0.7": POLICY_OPT_OUT,  # pod annotation
+    }
+    # The list was filtered by node, and the watch started from the list's
+    # resourceVersion, with bookmarks.
+    assert fake.lists("pods")[0]["fieldSelector"] == "spec.nodeName=node1"
+    wait_for(lambda: fake.watches("pods"), "a pod watch")
+    first_watch = fake.watches("pods")[0]
+    assert first_watch["allowWatchBookmarks"] == "true"
+    assert first_watch["fieldSelector"] == "spec.nodeName=node1"
+    assert int(first_watch["resourceVersion"]) >= 100
+
+    # A pod becoming Running arrives through the watch.
+    pending["status"] = {"phase": "Running", "podIPs": [{"ip": "10.1.0.8"}]}
+    fake.put("pods", pending)
+    wait_for(lambda: "10.1.0.8" in watcher.state.policies(), "pod turned Running")
+    # Opt-out changes apply without a restart, both ways.
+    fake.put("namespaces", namespace("quiet"))
+    wait_for(lambda: watcher.state.policies().get("10.1.0.6") == POLICY_ACCELERATE, "namespace opted back in")
+    # Deleting a pod removes its addresses.
+    web = fake.objects["pods"]["default/web"]
+    fake.delete("pods", web)
+    wait_for(lambda: "10.1.0.5" not in watcher.state.policies(), "deleted pod")
+    assert "fd00:1::5" not in watcher.state.policies()
+
+
+def test_bookmarks_advance_the_resource_version(fake, watcher):
+    fake.put("namespaces", namespace("default"))
+    watcher.start()
+    assert watcher.wait_ready(10)
+    fake.put("namespaces", namespace("other"))  # an event of another resource moves rv
+    target = fake.rv
+    wait_for(lambda: int(watcher.pods.resource_version or 0) >= target, "bookmark rv")
+
+
+def test_410_gone_relists_and_misses_nothing(fake, watcher):
+    fake.put("namespaces", namespace("default"))
+    fake.put("pods", pod("a", ips=("10.2.0.1",)))
+    watcher.start()
+    assert watcher.wait_ready(10)
+    lists_before = len(fake.lists("pods"))
+    # History is compacted and a pod appears meanwhile; the next watch gets 410.
+    fake.expire_history()
+    fake.put("pods", pod("b", ips=("10.2.0.2",)))
+    wait_for(lambda: len(fake.lists("pods")) > lists_before, "a relist after 410", timeout=15)
+    wait_for(lambda: "10.2.0.2" in watcher.state.policies(), "pod seen through the relist")
+    assert watcher.pods.relists >= 1
+
+
+def test_dropped_connection_resumes_from_the_last_version(fake, watcher):
+    fake.put("namespaces", namespace("default"))
+    watcher.start()
+    assert watcher.wait_ready(10)
+    wait_for(lambda: fake.watches("pods"), "a pod watch")
+    lists_before = len(fake.lists("pods"))
+    fake.drop_watches = 1
+    # The event after the cut is only delivered by the resumed watch.
+    fake.put("pods", pod("c", ips=("10.3.0.1",)))
+    wait_for(lambda: "10.3.0.1" in watcher.state.policies(), "pod c")
+    fake.put("pods", pod("d", ips=("10.3.0.2",)))
+    wait_for(lambda: "10.3.0.2" in watcher.state.policies(), "pod after the reconnect", timeout=15)
+    resumed = fake.watches("pods")[-1]
+    assert int(resumed["resourceVersion"]) > 100
+    assert len(fake.lists("pods")) == lists_before  # a resume, not a relist
