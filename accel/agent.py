@@ -1,5 +1,5 @@
-"""`accel run`: wire the datapath, the endpoint sources and the logs, until a
-signal says stop; then stop the way invariant 7 requires."""
+"""`accel run`: wire the datapath, the endpoint sources, metrics and logs,
+until a signal says stop; then stop the way invariant 7 requires."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ from . import kernel
 from . import log as logmod
 from .datapath import Datapath, remove_pins
 from .endpoints.netlink import NetlinkEndpoints
-from .endpoints.table import desired_policies, diff
-from .maps import SOURCE_NETLINK, PinnedMaps
+from .endpoints.table import desired_policies, diff, merge
+from .maps import PinnedMaps
+from .metrics import AgentView, MetricsServer
 from .settings import Settings
 from .state import RunLock, write_state
 
@@ -26,13 +27,13 @@ class EndpointSync:
         self.pin_dir = pin_dir
         self.log = log
 
-    def apply(self, desired: dict[str, int]) -> tuple[int, int]:
+    def apply(self, desired: dict[str, tuple[int, int]]) -> tuple[int, int]:
         with PinnedMaps(self.pin_dir) as maps:
-            current = {a: v.policy for a, v in maps.endpoints().items()}
+            current = {a: (v.policy, v.source) for a, v in maps.endpoints().items()}
             upserts, deletes = diff(current, desired)
-            for addr, policy in upserts.items():
+            for addr, (policy, source) in upserts.items():
                 try:
-                    maps.set_endpoint(addr, policy, SOURCE_NETLINK)
+                    maps.set_endpoint(addr, policy, source)
                 except OSError as exc:  # E2BIG: map full
                     self.log.error("endpoint not added", address=addr, error=exc.strerror)
             for addr in deletes:
@@ -42,6 +43,26 @@ class EndpointSync:
         return len(upserts), len(deletes)
 
 
+class _Wake:
+    """A self-pipe: signal handlers and watcher threads wake the main loop."""
+
+    def __init__(self) -> None:
+        self.rfd, self.wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    def __call__(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            os.write(self.wfd, b"x")
+
+    def drain(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self.rfd, 512):
+                pass
+
+    def close(self) -> None:
+        os.close(self.rfd)
+        os.close(self.wfd)
+
+
 def run(settings: Settings) -> int:
     logmod.configure(settings.log_format)
     log = logmod.get("accel.agent", pin_dir=settings.pin_dir)
@@ -49,25 +70,58 @@ def run(settings: Settings) -> int:
     lock = RunLock(settings)
     lock.acquire()
     dp = Datapath(settings, log)
-    source = NetlinkEndpoints(log)
+    netlink = NetlinkEndpoints(log, all_namespaces=not settings.kubernetes)
+    kube: Any = None
+    metrics: MetricsServer | None = None
+    view = AgentView(kubernetes=settings.kubernetes)
     attached = None
-    rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    wake = _Wake()
     stop: list[int] = []
 
     def on_signal(signum: int, _frame: Any) -> None:
         stop.append(signum)
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    signal.set_wakeup_fd(wfd, warn_on_full_buffer=False)
+    signal.set_wakeup_fd(wake.wfd, warn_on_full_buffer=False)
     try:
+        if settings.metrics_address:
+            try:
+                metrics = MetricsServer(settings.metrics_address, settings, view)
+            except OSError as exc:
+                from .errors import SettingsError
+
+                raise SettingsError(f"serve metrics on {settings.metrics_address}: {exc.strerror} - pick another --metrics-address") from exc
+            metrics.start()
+            log.info("metrics listening", address=settings.metrics_address, port=metrics.port)
         dp.prepare()
+        view.cgroup = dp.cgroup
         log.info("kernel ok", kernel=kernel.kernel_release(), cgroup=dp.cgroup)
         dp.load()
-        # Endpoints before attach: the first connections are judged on a full map.
         sync = EndpointSync(settings.pin_dir, log)
-        source.rescan()
-        sync.apply(desired_policies(source.addresses()))
+        if settings.kubernetes:
+            from .endpoints.kube import KubeEndpoints, make_api_client
+
+            kube = KubeEndpoints(make_api_client(settings.kubeconfig), settings.node_name or "", log, notify=wake, watch_timeout=settings.watch_timeout)
+            view.watch_restarts = kube.restarts
+            view.last_pod_event = lambda: kube.state.last_event
+            kube.start()
+            # Attach only once the first lists are applied: a connection judged
+            # on a half-empty endpoint map would stay on TCP for its lifetime.
+            waited = 0.0
+            while not stop and not kube.wait_ready(10):
+                waited += 10
+                log.warning("waiting for the first pod list from the API server", seconds=waited)
+        if stop:
+            log.info("stopping before attach", signal=signal.Signals(stop[0]).name)
+            return 0
+
+        def current() -> dict[str, tuple[int, int]]:
+            return merge(desired_policies(netlink.addresses()), kube.state.policies() if kube else {})
+
+        netlink.rescan()
+        sync.apply(current())
         attached = dp.attach()
+        view.ready = True
         write_state(
             settings,
             pid=os.getpid(),
@@ -80,34 +134,41 @@ def run(settings: Settings) -> int:
             headers=dp.headers.note if dp.headers else "",
             sockhash_size=dp.sizes.get("sock_hash"),
             endpoints_size=dp.sizes.get("endpoints"),
+            metrics_port=metrics.port if metrics else None,
+            kubernetes=settings.kubernetes,
         )
         log.info("accelerating", cgroup=attached.cgroup, sockops_id=attached.sockops_id, redir_id=attached.redir_id)
         next_scan = time.monotonic() + settings.rescan_interval
         while not stop:
             timeout = max(0.0, next_scan - time.monotonic())
-            changed, _ = source.poll(timeout, [rfd])
-            with contextlib.suppress(BlockingIOError):
-                os.read(rfd, 64)
+            changed, woken = netlink.poll(timeout, [wake.rfd])
+            if woken:
+                wake.drain()
+                changed = True  # a watcher thread reported, or a signal came
             if time.monotonic() >= next_scan:
-                changed = source.rescan() or changed
+                changed = netlink.rescan() or changed
                 next_scan = time.monotonic() + settings.rescan_interval
-            if changed:
-                sync.apply(desired_policies(source.addresses()))
+            if changed and not stop:
+                sync.apply(current())
         log.info("stopping", signal=signal.Signals(stop[0]).name)
         return 0
     finally:
+        view.ready = False
+        if kube is not None:
+            kube.close()
         dp.detach()
         dp.close()
-        source.close()
+        netlink.close()
         if attached is not None:
             write_state(settings, attached=False, pid=None, stopped=time.time())
         if PinnedMaps.exists(settings.pin_dir):
             _release_pins_if_idle(settings, log)
+        if metrics is not None:
+            metrics.close()
         signal.set_wakeup_fd(-1)
         for s, h in old.items():
             signal.signal(s, h)
-        os.close(rfd)
-        os.close(wfd)
+        wake.close()
         lock.release()
 
 

@@ -49,7 +49,7 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def _settings(ctx: click.Context, **overrides: Any) -> Settings:
     base = dict(ctx.obj)
-    base.update({k: v for k, v in overrides.items() if v is not None})
+    base.update({k: v for k, v in overrides.items() if v is not None or k == "metrics_address"})
     return Settings(**base)
 
 
@@ -77,6 +77,15 @@ def _settings_or_exit(ctx: click.Context, **overrides: Any) -> Settings:
 @click.option("--sockhash-size", type=int, default=65536, show_default=True, help="Max sockets in the fast path (fixed when first pinned).")
 @click.option("--endpoints-size", type=int, default=16384, show_default=True, help="Max local endpoint addresses (fixed when first pinned).")
 @click.option("--rescan-interval", type=float, default=1.0, show_default=True, help="Seconds between scans for new network namespaces.")
+@click.option(
+    "--kubernetes/--no-kubernetes",
+    default=None,
+    help="Take pod IPs and opt-outs from the Kubernetes API (default: on when running in a pod with a service account).",
+)
+@click.option("--kubeconfig", type=str, default=None, envvar="KUBECONFIG", help="kubeconfig file (default: in-cluster config).")
+@click.option("--node-name", type=str, default=None, envvar="NODE_NAME", help="This node's name (Kubernetes mode; downward API).")
+@click.option("--metrics-address", type=str, default="127.0.0.1:9477", show_default=True, help="HOST:PORT for /metrics, /healthz, /readyz; 'off' disables.")
+@click.option("--watch-timeout", type=int, default=300, hidden=True, help="Seconds before the API server ends a watch.")
 @click.option("--bpf-define", "defines", multiple=True, hidden=True, help="Extra -D for the BPF build (tests).")
 @click.option("--ebpf", is_flag=True, hidden=True, help="Print the BPF C sources and exit.")
 @click.pass_context
@@ -88,6 +97,11 @@ def run(
     sockhash_size: int,
     endpoints_size: int,
     rescan_interval: float,
+    kubernetes: bool | None,
+    kubeconfig: str | None,
+    node_name: str | None,
+    metrics_address: str,
+    watch_timeout: int,
     defines: tuple[str, ...],
     ebpf: bool,
 ) -> None:
@@ -108,10 +122,23 @@ def run(
         endpoints_size=endpoints_size,
         rescan_interval=rescan_interval,
         extra_cflags=tuple(f"-D{d}" for d in defines),
+        kubernetes=_kubernetes_mode(kubernetes),
+        kubeconfig=kubeconfig,
+        node_name=node_name,
+        metrics_address=None if metrics_address in ("", "off") else metrics_address,
+        watch_timeout=watch_timeout,
     )
     from .agent import run as agent_run
 
     sys.exit(agent_run(settings))
+
+
+def _kubernetes_mode(flag: bool | None) -> bool:
+    if flag is not None:
+        return flag
+    from .endpoints.kube import in_cluster
+
+    return in_cluster()
 
 
 def _require_root(step: str) -> None:

@@ -51,6 +51,21 @@ class Settings:
     extra_cflags: tuple[str, ...] = field(default_factory=tuple)
     """Extra -D flags for the BPF build (tests use it to build a changed program)."""
 
+    metrics_address: str | None = "127.0.0.1:9477"
+    """host:port of the metrics/health endpoint; None disables it; port 0 picks one."""
+
+    kubernetes: bool = False
+    """Take pod IPs and opt-outs from the Kubernetes API (node addresses still from netlink)."""
+
+    kubeconfig: str | None = None
+    """kubeconfig file; None means in-cluster config (service account)."""
+
+    node_name: str | None = None
+    """This node's name, to watch only its pods (spec.nodeName)."""
+
+    watch_timeout: int = 300
+    """Seconds after which the API server ends a watch (we then resume it)."""
+
     def __post_init__(self) -> None:
         for name in ("pin_dir", "state_dir"):
             value = getattr(self, name)
@@ -64,6 +79,16 @@ class Settings:
         _check_range("endpoints-size", self.endpoints_size, MIN_ENDPOINTS, MAX_ENDPOINTS)
         if not isinstance(self.rescan_interval, (int, float)) or not (0.05 <= self.rescan_interval <= 3600):
             raise SettingsError(f"rescan-interval must be between 0.05 and 3600 seconds, got {self.rescan_interval!r}")
+        if self.metrics_address is not None:
+            _host, sep, port = self.metrics_address.rpartition(":")
+            if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+                raise SettingsError(f"metrics-address must be HOST:PORT (e.g. 0.0.0.0:9477), got {self.metrics_address!r}")
+        if self.kubernetes and not self.node_name:
+            raise SettingsError("node-name is required with --kubernetes: pass --node-name or set NODE_NAME (downward API spec.nodeName)")
+        if self.kubeconfig is not None and not os.path.isfile(self.kubeconfig):
+            raise SettingsError(f"kubeconfig {self.kubeconfig}: no such file")
+        if not isinstance(self.watch_timeout, int) or not 1 <= self.watch_timeout <= 3600:
+            raise SettingsError(f"watch-timeout must be between 1 and 3600 seconds, got {self.watch_timeout!r}")
         if self.log_format not in ("console", "json"):
             raise SettingsError(f"log-format must be 'console' or 'json', got {self.log_format!r}")
 

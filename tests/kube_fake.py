@@ -175,7 +175,19 @@ class FakeKube:
                     generation = fake.generation
                 try:
                     if expired:
-                        self._chunk({"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 410, "reason": "Expired", "message": f"too old resource version: {since}"}})
+                        self._chunk(
+                            {
+                                "type": "ERROR",
+                                "object": {
+                                    "kind": "Status",
+                                    "apiVersion": "v1",
+                                    "status": "Failure",
+                                    "code": 410,
+                                    "reason": "Expired",
+                                    "message": f"too old resource version: {since}",
+                                },
+                            }
+                        )
                         self.wfile.write(b"0\r\n\r\n")
                         return
                     sent = since

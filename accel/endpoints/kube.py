@@ -233,7 +233,9 @@ class KubeEndpoints:
     """Pods of one node and namespaces, watched in two threads; ``changed``
     is set (and ``notify`` called) whenever the policies may have changed."""
 
-    def __init__(self, api: client.ApiClient, node_name: str, log: Any, notify: Callable[[], None], watch_timeout: int = 300, read_timeout: float = 330.0) -> None:
+    def __init__(
+        self, api: client.ApiClient, node_name: str, log: Any, notify: Callable[[], None], watch_timeout: int = 300, read_timeout: float = 330.0
+    ) -> None:
         self.state = KubeState()
         self.log = log
         self.notify = notify

@@ -24,8 +24,10 @@ from .table import NamespaceId
 NETNS_RUN_DIRS = ("/run/netns", "/var/run/netns")
 
 
-def namespace_paths() -> dict[NamespaceId, str]:
-    """Every distinct network namespace we can open, by (dev, inode)."""
+def namespace_paths(all_namespaces: bool = True) -> dict[NamespaceId, str]:
+    """Every distinct network namespace we can open, by (dev, inode); only
+    the host's when ``all_namespaces`` is False (Kubernetes mode, where pod
+    IPs come from the API)."""
     found: dict[NamespaceId, str] = {}
 
     def add(path: str) -> None:
@@ -37,6 +39,8 @@ def namespace_paths() -> dict[NamespaceId, str]:
 
     add("/proc/1/ns/net")
     add("/proc/self/ns/net")
+    if not all_namespaces:
+        return found
     for run_dir in NETNS_RUN_DIRS:
         with contextlib.suppress(OSError):
             for name in sorted(os.listdir(run_dir)):
@@ -98,8 +102,9 @@ class _Watched:
 class NetlinkEndpoints:
     """Current addresses per namespace; ``poll()`` reports when they changed."""
 
-    def __init__(self, log: Any) -> None:
+    def __init__(self, log: Any, all_namespaces: bool = True) -> None:
         self.log = log
+        self.all_namespaces = all_namespaces
         self._watched: dict[NamespaceId, _Watched] = {}
 
     def addresses(self) -> dict[NamespaceId, set[str]]:
@@ -111,7 +116,7 @@ class NetlinkEndpoints:
 
     def rescan(self) -> bool:
         """Pick up new namespaces and drop gone ones. True if anything changed."""
-        current = namespace_paths()
+        current = namespace_paths(self.all_namespaces)
         changed = False
         for ns in list(self._watched):
             if ns not in current:

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Mapping
+from typing import TypeVar
 
-from ..maps import POLICY_ACCELERATE, POLICY_AMBIGUOUS
+from ..maps import POLICY_ACCELERATE, POLICY_AMBIGUOUS, POLICY_OPT_OUT, SOURCE_KUBERNETES, SOURCE_NETLINK
 
+V = TypeVar("V")
 NamespaceId = tuple[int, int]  # (st_dev, st_ino) of the netns file
 
 
@@ -46,7 +48,20 @@ def desired_policies(by_namespace: Mapping[NamespaceId, Iterable[str]]) -> dict[
     return {addr: POLICY_ACCELERATE if len(nss) == 1 else POLICY_AMBIGUOUS for addr, nss in owners.items()}
 
 
-def diff(current: Mapping[str, int], desired: Mapping[str, int]) -> tuple[dict[str, int], list[str]]:
+def merge(netlink: Mapping[str, int], kube: Mapping[str, int]) -> dict[str, tuple[int, int]]:
+    """Both sources into (policy, source bits) per address. An opt-out from
+    the API wins; an address netlink found ambiguous stays ambiguous."""
+    out = {a: (p, SOURCE_NETLINK) for a, p in netlink.items()}
+    for addr, policy in kube.items():
+        if addr in out:
+            seen, src = out[addr]
+            out[addr] = (POLICY_OPT_OUT if policy == POLICY_OPT_OUT else seen, src | SOURCE_KUBERNETES)
+        else:
+            out[addr] = (policy, SOURCE_KUBERNETES)
+    return out
+
+
+def diff(current: Mapping[str, V], desired: Mapping[str, V]) -> tuple[dict[str, V], list[str]]:
     """(entries to write, addresses to delete) to go from current to desired."""
     upserts = {a: p for a, p in desired.items() if current.get(a) != p}
     deletes = sorted(a for a in current if a not in desired)

@@ -1,0 +1,153 @@
+"""Prometheus metrics and health endpoints (prometheus-client), read from the
+pinned maps at scrape time so the numbers are the kernel's.
+
+/metrics  every datapath counter, sockets in the map, endpoints by source,
+          attached or not, watch restarts, age of the last pod event
+/healthz  200 while the process is alive and the programs are attached
+/readyz   200 once the first pod list has been applied (standalone: at attach)
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from .datapath import sockops_attached
+from .maps import POLICY_NAMES, SOURCE_KUBERNETES, SOURCE_NETLINK, PinnedMaps
+from .settings import Settings
+
+SKIP_REASONS = ("not_local", "policy", "early_data", "family")
+FALLBACK_REASONS = ("peer_missing", "peer_gone", "sticky", "no_state")
+
+
+@dataclass
+class AgentView:
+    """What the agent tells the metrics endpoint (updated from its loop)."""
+
+    cgroup: str | None = None
+    ready: bool = False
+    watch_restarts: Callable[[], int] = lambda: 0
+    last_pod_event: Callable[[], float] = lambda: 0.0
+    kubernetes: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class DatapathCollector(Collector):
+    def __init__(self, settings: Settings, view: AgentView) -> None:
+        self.settings = settings
+        self.view = view
+
+    def collect(self) -> Iterator[Any]:
+        attached = GaugeMetricFamily("accel_attached", "1 when the sockops program of this instance is attached to its cgroup")
+        attached.add_metric([], 1.0 if self._attached() else 0.0)
+        yield attached
+        restarts = CounterMetricFamily("accel_watch_restarts", "Kubernetes watch reconnects and relists")
+        restarts.add_metric([], float(self.view.watch_restarts()))
+        yield restarts
+        if self.view.kubernetes:
+            age = GaugeMetricFamily("accel_last_pod_event_age_seconds", "Seconds since the last pod or namespace event (or list)")
+            last = self.view.last_pod_event()
+            age.add_metric([], time.time() - last if last else float("nan"))
+            yield age
+        if not PinnedMaps.exists(self.settings.pin_dir):
+            return
+        with PinnedMaps(self.settings.pin_dir) as maps:
+            stats = maps.stats()
+            sockets = maps.socket_count()
+            endpoints = maps.endpoints()
+        yield from self._counters(stats)
+        g = GaugeMetricFamily("accel_sockets", "Sockets in the fast path (two per local connection)")
+        g.add_metric([], float(sockets))
+        yield g
+        eps = GaugeMetricFamily("accel_endpoints", "Local endpoint addresses by source and policy", labels=["source", "policy"])
+        counts: dict[tuple[str, str], int] = {}
+        for v in endpoints.values():
+            for bit, name in ((SOURCE_NETLINK, "netlink"), (SOURCE_KUBERNETES, "kubernetes")):
+                if v.source & bit:
+                    key = (name, POLICY_NAMES.get(v.policy, str(v.policy)))
+                    counts[key] = counts.get(key, 0) + 1
+        for (source, policy), n in sorted(counts.items()):
+            eps.add_metric([source, policy], float(n))
+        yield eps
+
+    def _attached(self) -> bool:
+        try:
+            return bool(sockops_attached(self.settings, self.view.cgroup))
+        except OSError:
+            return False
+
+    @staticmethod
+    def _counters(stats: dict[str, int]) -> Iterable[Any]:
+        def counter(name: str, doc: str, value: int) -> CounterMetricFamily:
+            c = CounterMetricFamily(name, doc)
+            c.add_metric([], float(value))
+            return c
+
+        yield counter("accel_established", "ESTABLISHED callbacks seen by sockops", stats["established"])
+        yield counter("accel_inserted_sockets", "Sockets put into the fast path", stats["inserted"])
+        yield counter("accel_insert_failures", "Sockets that could not be inserted (map full, key present)", stats["insert_failed"])
+        skipped = CounterMetricFamily("accel_skipped_sockets", "Sockets left on TCP at ESTABLISHED, by reason", labels=["reason"])
+        for r in SKIP_REASONS:
+            skipped.add_metric([r], float(stats[f"skipped_{r}"]))
+        yield skipped
+        yield counter("accel_redirected_messages", "sendmsg() calls redirected to the peer socket", stats["redirected_msgs"])
+        yield counter("accel_redirected_bytes", "Bytes redirected to the peer socket", stats["redirected_bytes"])
+        fallback = CounterMetricFamily("accel_fallback_messages", "Messages sent through TCP by a fast-path socket, by reason", labels=["reason"])
+        for r in FALLBACK_REASONS:
+            fallback.add_metric([r], float(stats[f"fallback_{r}"]))
+        yield fallback
+        yield counter("accel_fallback_bytes", "Bytes of fallback messages", stats["fallback_bytes"])
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+class MetricsServer:
+    """HTTP server in a daemon thread."""
+
+    def __init__(self, address: str, settings: Settings, view: AgentView) -> None:
+        host, _, port = address.rpartition(":")
+        self.view = view
+        self.collector = DatapathCollector(settings, view)
+        registry = CollectorRegistry()
+        registry.register(self.collector)
+        metrics_app = make_wsgi_app(registry)
+
+        def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+            path = environ.get("PATH_INFO", "")
+            if path == "/healthz":
+                ok = self.collector._attached()
+                return _plain(start_response, ok, "ok" if ok else "programs not attached")
+            if path == "/readyz":
+                ok = self.view.ready
+                return _plain(start_response, ok, "ready" if ok else "not ready: first pod list not applied")
+            return metrics_app(environ, start_response)
+
+        self.server: WSGIServer = make_server(host.strip("[]") or "0.0.0.0", int(port), app, handler_class=_QuietHandler)
+        self.thread = threading.Thread(target=self.server.serve_forever, name="metrics", daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self.server.server_address[1])
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _plain(start_response: Callable[..., Any], ok: bool, text: str) -> list[bytes]:
+    start_response("200 OK" if ok else "503 Service Unavailable", [("Content-Type", "text/plain")])
+    return [text.encode() + b"\n"]
