@@ -73,9 +73,18 @@ def _settings_or_exit(ctx: click.Context, **overrides: Any) -> Settings:
 
 @main.command()
 @click.option("--cgroup", type=str, default=None, help="cgroup-v2 directory to accelerate (default: the cgroup-v2 root, i.e. the whole node).")
-@click.option("--log-format", type=click.Choice(["console", "json"]), default="console", show_default=True)
-@click.option("--sockhash-size", type=int, default=65536, show_default=True, help="Max sockets in the fast path (fixed when first pinned).")
-@click.option("--endpoints-size", type=int, default=16384, show_default=True, help="Max local endpoint addresses (fixed when first pinned).")
+@click.option("--log-format", type=click.Choice(["console", "json"]), default="console", show_default=True, envvar="ACCEL_LOG_FORMAT")
+@click.option(
+    "--sockhash-size", type=int, default=65536, show_default=True, envvar="ACCEL_SOCKHASH_SIZE", help="Max sockets in the fast path (fixed when first pinned)."
+)
+@click.option(
+    "--endpoints-size",
+    type=int,
+    default=16384,
+    show_default=True,
+    envvar="ACCEL_ENDPOINTS_SIZE",
+    help="Max local endpoint addresses (fixed when first pinned).",
+)
 @click.option("--rescan-interval", type=float, default=1.0, show_default=True, help="Seconds between scans for new network namespaces.")
 @click.option(
     "--kubernetes/--no-kubernetes",
@@ -84,7 +93,14 @@ def _settings_or_exit(ctx: click.Context, **overrides: Any) -> Settings:
 )
 @click.option("--kubeconfig", type=str, default=None, envvar="KUBECONFIG", help="kubeconfig file (default: in-cluster config).")
 @click.option("--node-name", type=str, default=None, envvar="NODE_NAME", help="This node's name (Kubernetes mode; downward API).")
-@click.option("--metrics-address", type=str, default="127.0.0.1:9477", show_default=True, help="HOST:PORT for /metrics, /healthz, /readyz; 'off' disables.")
+@click.option(
+    "--metrics-address",
+    type=str,
+    default="127.0.0.1:9477",
+    show_default=True,
+    envvar="ACCEL_METRICS_ADDRESS",
+    help="HOST:PORT for /metrics, /healthz, /readyz; 'off' disables.",
+)
 @click.option("--watch-timeout", type=int, default=300, hidden=True, help="Seconds before the API server ends a watch.")
 @click.option("--bpf-define", "defines", multiple=True, hidden=True, help="Extra -D for the BPF build (tests).")
 @click.option("--ebpf", is_flag=True, hidden=True, help="Print the BPF C sources and exit.")

@@ -24,7 +24,9 @@ from .maps import PinnedMaps
 from .settings import Settings
 from .stderr_capture import capture_fd2
 
-BPF_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bpf")
+# bpf/ beside the package in a checkout; ACCEL_BPF_DIR where it is installed
+# elsewhere (the container image).
+BPF_DIR = os.environ.get("ACCEL_BPF_DIR") or os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bpf")
 SOCKOPS_PROG = "accel_sockops"
 REDIR_PROG = "accel_redir"
 

@@ -41,7 +41,19 @@ class Controller:
         return json.loads(self.cli("status", "--json").stdout)
 
     def run_args(self, *extra: str) -> list[str]:
-        return [*self.base_args(), "run", "--cgroup", self.cgroup, "--rescan-interval", "0.2", "--log-format", "json", "--metrics-address", "127.0.0.1:0", *extra]
+        return [
+            *self.base_args(),
+            "run",
+            "--cgroup",
+            self.cgroup,
+            "--rescan-interval",
+            "0.2",
+            "--log-format",
+            "json",
+            "--metrics-address",
+            "127.0.0.1:0",
+            *extra,
+        ]
 
     def start(self, *extra: str, wait: bool = True) -> None:
         self.starts += 1
