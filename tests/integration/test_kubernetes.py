@@ -56,7 +56,8 @@ def fake_api(tmp_path):
 
 
 def metrics_port(ctl) -> int:
-    return int(ctl.status()["run_state"].get("metrics_port") or json.load(open(ctl.state_dir + "/state.json"))["metrics_port"])
+    with open(ctl.state_dir + "/state.json") as f:
+        return int(json.load(f)["metrics_port"])
 
 
 def test_pods_from_the_api_are_accelerated_and_opt_out_applies_live(fresh_env, fake_api, tmp_path):
@@ -73,7 +74,7 @@ def test_pods_from_the_api_are_accelerated_and_opt_out_applies_live(fresh_env, f
         # Kubernetes mode: pod IPs come from the API (not from the pods' netns).
         eps = ctl.endpoints()
         assert eps[a.ipv4] == POLICY_ACCELERATE and eps[b.ipv6] == POLICY_ACCELERATE
-        port = json.load(open(ctl.state_dir + "/state.json"))["metrics_port"]
+        port = metrics_port(ctl)
         assert http_get(port, "/readyz")[0] == 200
         assert http_get(port, "/healthz")[0] == 200
 
@@ -150,7 +151,7 @@ def test_not_ready_until_the_first_list(fresh_env, tmp_path):
     ctl.start("--kubernetes", "--kubeconfig", str(kubeconfig), "--node-name", "node1", wait=False)
     try:
         wait_for(lambda: "metrics listening" in ctl.log(), "metrics server")
-        port = int(json.loads([ln for ln in ctl.log().splitlines() if "metrics listening" in ln][0])["port"])
+        port = int(json.loads(next(ln for ln in ctl.log().splitlines() if "metrics listening" in ln))["port"])
         wait_for(lambda: "kernel ok" in ctl.log(), "datapath prepared")
         time.sleep(1)
         assert http_get(port, "/readyz")[0] == 503
