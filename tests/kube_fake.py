@@ -43,6 +43,7 @@ class FakeKube:
         self.expired_below = 0  # watches from an older resourceVersion get 410
         self.generation = 0  # bumped by expire_history: open watches end
         self.drop_watches = 0  # the next N watches are cut after one event
+        self.silent_watches = 0  # the next N watches send headers, then nothing at all
         self.bookmark_interval = 0.3
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
@@ -171,9 +172,15 @@ class FakeKube:
                     drop = fake.drop_watches > 0
                     if drop:
                         fake.drop_watches -= 1
+                    silent = fake.silent_watches > 0
+                    if silent:
+                        fake.silent_watches -= 1
                     expired = since < fake.expired_below
                     generation = fake.generation
                 try:
+                    if silent:  # a stuck proxy: the stream stays open, no bytes, no bookmarks
+                        time.sleep(max(0.0, deadline - time.monotonic()))
+                        return
                     if expired:
                         self._chunk(
                             {

@@ -4,23 +4,13 @@ deleted, and an address in two namespaces marked ambiguous."""
 
 from __future__ import annotations
 
-import time
-
 from pyroute2 import IPRoute
 
 from accel.maps import POLICY_ACCELERATE, POLICY_AMBIGUOUS
 from tests.netns_topology import create_netns, remove_netns
+from tests.waiting import wait_for
 
 from .traffic import connected_pair
-
-
-def wait_for(predicate, what: str, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_addresses_and_namespaces_tracked_live(accel_env, tmp_path):

@@ -16,17 +16,9 @@ from accel.endpoints.kube import OPT_OUT_KEY
 from accel.maps import POLICY_ACCELERATE, POLICY_OPT_OUT
 from tests.kube_fake import FakeKube, namespace, pod
 from tests.netns_topology import pods
+from tests.waiting import wait_for
 
 from .traffic import connected_pair
-
-
-def wait_for(predicate, what: str, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def http_get(port: int, path: str) -> tuple[int, str]:

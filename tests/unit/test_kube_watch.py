@@ -3,8 +3,6 @@ speaks the API's list and watch protocol (tests/kube_fake.py)."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from kubernetes import client
 
@@ -12,15 +10,7 @@ from accel import log as logmod
 from accel.endpoints.kube import OPT_OUT_KEY, KubeEndpoints
 from accel.maps import POLICY_ACCELERATE, POLICY_OPT_OUT
 from tests.kube_fake import FakeKube, namespace, pod
-
-
-def wait_for(predicate, what: str, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
+from tests.waiting import wait_for
 
 
 @pytest.fixture
@@ -117,3 +107,24 @@ def test_dropped_connection_resumes_from_the_last_version(fake, watcher):
     resumed = fake.watches("pods")[-1]
     assert int(resumed["resourceVersion"]) > 100
     assert len(fake.lists("pods")) == lists_before  # a resume, not a relist
+
+
+def test_silent_stream_is_abandoned_and_resumed(fake):
+    """A watch that sends nothing (not even bookmarks) hits the client's read
+    timeout; the watcher reconnects from the same resourceVersion."""
+    cfg = client.Configuration(host=fake.url)
+    w = KubeEndpoints(client.ApiClient(cfg), "node1", logmod.get("test"), notify=lambda: None, watch_timeout=30, read_timeout=1.0)
+    try:
+        fake.put("namespaces", namespace("default"))
+        fake.silent_watches = 2  # the first pod watch (and maybe the namespace one) hangs
+        w.start()
+        assert w.wait_ready(10)
+        wait_for(lambda: len(fake.watches("pods")) >= 2, "a second pod watch after the silent one", timeout=15)
+        first, second = fake.watches("pods")[:2]
+        assert second["resourceVersion"] == first["resourceVersion"]
+        assert len(fake.lists("pods")) == 1
+        fake.put("pods", pod("late", ips=("10.4.0.1",)))
+        wait_for(lambda: "10.4.0.1" in w.state.policies(), "event on the resumed watch")
+        assert w.restarts() >= 1
+    finally:
+        w.close()
