@@ -52,8 +52,9 @@ def _headers() -> Check:
 
 
 def run_checks() -> list[Check]:
-    is_root = os.geteuid() == 0
-    checks = [Check("root", is_root, f"euid {os.geteuid()}", "" if is_root else "run as root (sudo accel doctor)")]
+    is_root = os.geteuid() == 0 and kernel.has_admin_caps()
+    detail = f"euid {os.geteuid()}" + ("" if kernel.has_admin_caps() else ", no CAP_SYS_ADMIN")
+    checks = [Check("root", is_root, detail, "" if is_root else "run as root with CAP_BPF/CAP_SYS_ADMIN (sudo accel doctor)")]
     checks.append(Check("kernel", True, kernel.kernel_release()))
     if is_root:
         for p in kernel.probe_features():

@@ -32,8 +32,24 @@ def kernel_release() -> str:
     return platform.release()
 
 
+CAP_SYS_ADMIN = 21
+
+
+def has_admin_caps() -> bool:
+    """CAP_SYS_ADMIN in the effective set: uid 0 alone is not enough (a
+    container may run as root with its capabilities dropped)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) & (1 << CAP_SYS_ADMIN))
+    except OSError:
+        pass
+    return os.geteuid() == 0
+
+
 def require_root(step: str) -> None:
-    if os.geteuid() != 0:
+    if os.geteuid() != 0 or not has_admin_caps():
         raise NotRootError(f"{step}: needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN) - run it with sudo")
 
 
