@@ -157,10 +157,6 @@ def _kubernetes_mode(flag: bool | None) -> bool:
     return in_cluster()
 
 
-def _require_root(step: str) -> None:
-    kernel.require_root(step)
-
-
 def collect_status(settings: Settings) -> dict[str, Any]:
     state = read_state(settings)
     pinned = PinnedMaps.exists(settings.pin_dir)
@@ -217,7 +213,7 @@ def _rows(checks: list[doctor.Check]) -> list[tuple[str, str, str, str]]:
 def status(ctx: click.Context, as_json: bool) -> None:
     """Attached or not, sockets in the fast path, and every counter."""
     settings = _settings_or_exit(ctx)
-    _require_root("accel status (the pins are root-only)")
+    kernel.require_root("accel status (the pins are root-only)")
     info = collect_status(settings)
     if as_json:
         click.echo(json.dumps(info, indent=2, sort_keys=True))
@@ -243,7 +239,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
 def conns(ctx: click.Context, as_json: bool) -> None:
     """The accelerated connections: both ends, and the netns of loopback ones."""
     settings = _settings_or_exit(ctx)
-    _require_root("accel conns (the pins are root-only)")
+    kernel.require_root("accel conns (the pins are root-only)")
     if not PinnedMaps.exists(settings.pin_dir):
         raise NotRunningError(f"conns: nothing pinned at {settings.pin_dir} - start it with `accel run`")
     with PinnedMaps(settings.pin_dir) as maps:
@@ -290,7 +286,7 @@ def down(ctx: click.Context, force: bool, wait_s: float, cgroup: str | None, as_
 
     Exit code 0: everything removed; 3: connections still open, pins kept."""
     settings = _settings_or_exit(ctx)
-    _require_root("accel down")
+    kernel.require_root("accel down")
     if wait_s < 0:
         raise SettingsError(f"--wait must be >= 0, got {wait_s}")
     result: dict[str, Any] = {"stopped_pid": None, "detached": [], "remaining_sockets": 0, "removed": False}

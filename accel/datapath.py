@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from . import kernel, libbpf
@@ -40,7 +40,6 @@ class Attached:
     cgroup: str
     sockops_id: int
     redir_id: int
-    replaced_stale: list[int] = field(default_factory=list)
 
 
 class Datapath:
@@ -117,7 +116,7 @@ class Datapath:
             self.log.warning("replaced stale sockops from an earlier run", prog_id=prog_id, cgroup=self.cgroup)
         sockops_id = libbpf.prog_info(self._sockops_fd)[0]
         redir_id = libbpf.prog_info(self._redir_fd)[0]
-        return Attached(self.cgroup, sockops_id, redir_id, stale)
+        return Attached(self.cgroup, sockops_id, redir_id)
 
     def detach(self) -> None:
         """Stop accelerating NEW connections; existing ones keep their path."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 import ctypes
 import ipaddress
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 from . import libbpf
@@ -21,8 +20,6 @@ POLICY_ACCELERATE = 1
 POLICY_OPT_OUT = 2
 POLICY_AMBIGUOUS = 3
 POLICY_NAMES = {POLICY_ACCELERATE: "accelerate", POLICY_OPT_OUT: "opt-out", POLICY_AMBIGUOUS: "ambiguous"}
-
-MODE_NEW, MODE_REDIRECT, MODE_TCP = 0, 1, 2
 
 SOURCE_NETLINK = 1 << 0
 SOURCE_KUBERNETES = 1 << 1
@@ -230,7 +227,3 @@ class PinnedMaps:
 
     def delete_endpoint(self, addr: str) -> bool:
         return libbpf.map_delete(self.fds["endpoints"], endpoint_key(addr))
-
-    def iter_endpoint_keys(self) -> Iterator[str]:
-        for key in libbpf.map_keys(self.fds["endpoints"], EndpointKey):
-            yield str(unpack_ip(bytes(key.ip)))

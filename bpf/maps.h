@@ -46,4 +46,11 @@ static __always_inline struct stats *stats_get(void);
 
 #define ACCEL_COUNT(field) ACCEL_ADD(field, 1)
 
+/* On the per-message path: look the counters up once, then bump fields. */
+#define STATS_ADD(s, field, n)               \
+	do {                                 \
+		if (s)                       \
+			(s)->field += (n);   \
+	} while (0)
+
 #endif /* ACCEL_MAPS_H */

@@ -26,6 +26,7 @@ BPF_SK_STORAGE(sock_states, struct sock_state);
 
 int accel_redir(struct sk_msg_md *msg)
 {
+	struct stats *s = stats_get(); /* one lookup per message, not one per counter */
 	struct sock_state *st;
 	struct sock_key peer = {};
 	struct sock_key self = {};
@@ -35,20 +36,20 @@ int accel_redir(struct sk_msg_md *msg)
 	st = sock_states.sk_storage_get(msg->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!st) {
 		/* Without state we cannot promise order: never redirect. */
-		ACCEL_COUNT(fallback_no_state);
-		ACCEL_ADD(fallback_bytes, size);
+		STATS_ADD(s, fallback_no_state, 1);
+		STATS_ADD(s, fallback_bytes, size);
 		return SK_PASS;
 	}
 	if (st->mode == ACCEL_MODE_TCP) {
-		ACCEL_COUNT(fallback_sticky);
-		ACCEL_ADD(fallback_bytes, size);
+		STATS_ADD(s, fallback_sticky, 1);
+		STATS_ADD(s, fallback_bytes, size);
 		return SK_PASS;
 	}
 
 	if (ACCEL_FILL_TUPLE(&self, msg) < 0) {
 		st->mode = ACCEL_MODE_TCP;
-		ACCEL_COUNT(fallback_sticky);
-		ACCEL_ADD(fallback_bytes, size);
+		STATS_ADD(s, fallback_sticky, 1);
+		STATS_ADD(s, fallback_bytes, size);
 		return SK_PASS;
 	}
 	/* The peer's key is ours with the ends swapped. */
@@ -62,15 +63,16 @@ int accel_redir(struct sk_msg_md *msg)
 	verdict = sock_hash.msg_redirect_hash(msg, &peer, BPF_F_INGRESS);
 	if (verdict != SK_PASS) {
 		if (st->mode == ACCEL_MODE_NEW)
-			ACCEL_COUNT(fallback_peer_missing);
+			STATS_ADD(s, fallback_peer_missing, 1);
 		else
-			ACCEL_COUNT(fallback_peer_gone);
-		ACCEL_ADD(fallback_bytes, size);
+			STATS_ADD(s, fallback_peer_gone, 1);
+		STATS_ADD(s, fallback_bytes, size);
 		st->mode = ACCEL_MODE_TCP;
 		return SK_PASS;
 	}
-	st->mode = ACCEL_MODE_REDIRECT;
-	ACCEL_COUNT(redirected_msgs);
-	ACCEL_ADD(redirected_bytes, size);
+	if (st->mode == ACCEL_MODE_NEW) /* store once, not on every send */
+		st->mode = ACCEL_MODE_REDIRECT;
+	STATS_ADD(s, redirected_msgs, 1);
+	STATS_ADD(s, redirected_bytes, size);
 	return SK_PASS;
 }

@@ -25,7 +25,6 @@ class Controller:
         self.pin_dir = pin_dir or f"/sys/fs/bpf/accel-test-{uuid.uuid4().hex[:8]}"
         self.proc: subprocess.Popen | None = None
         self.log_path = os.path.join(os.path.dirname(self.state_dir.rstrip("/")), f"accel-run-{uuid.uuid4().hex[:6]}.log")
-        self.starts = 0
 
     # --- the CLI -------------------------------------------------------------
     def base_args(self) -> list[str]:
@@ -56,7 +55,6 @@ class Controller:
         ]
 
     def start(self, *extra: str, wait: bool = True) -> None:
-        self.starts += 1
         with open(self.log_path, "a") as log:
             self.proc = subprocess.Popen(self.run_args(*extra), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         if wait:
