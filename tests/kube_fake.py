@@ -201,10 +201,13 @@ class FakeKube:
                     next_bookmark = time.monotonic() + fake.bookmark_interval
                     while time.monotonic() < deadline and fake.generation == generation:
                         with fake.lock:
+                            # Read both at once: a bookmark may only claim what
+                            # `pending` holds (reading rv after the wait below
+                            # skipped events that arrived during it).
+                            current = fake.rv
                             pending = [e for e in fake.events if e[0] > sent and e[1] == resource]
                             if not pending:
                                 fake.lock.wait(0.05)
-                            current = fake.rv
                         for rv, _, kind, obj in pending:
                             sent = rv
                             if self._match(resource, node, obj):

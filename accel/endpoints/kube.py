@@ -234,8 +234,11 @@ class KubeEndpoints:
     is set (and ``notify`` called) whenever the policies may have changed."""
 
     def __init__(
-        self, api: client.ApiClient, node_name: str, log: Any, notify: Callable[[], None], watch_timeout: int = 300, read_timeout: float = 330.0
+        self, api: client.ApiClient, node_name: str, log: Any, notify: Callable[[], None], watch_timeout: int = 300, read_timeout: float | None = None
     ) -> None:
+        # A stream silent for longer than the server's own timeout plus slack
+        # is dead (a stuck proxy): give up on it and watch again.
+        read_timeout = read_timeout if read_timeout is not None else watch_timeout + 30.0
         self.state = KubeState()
         self.log = log
         self.notify = notify

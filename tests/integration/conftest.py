@@ -21,6 +21,18 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Remember each phase's outcome on the item, so fixtures can tell a failure."""
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, "rep_" + rep.when, rep)
+
+
+def _failed(request) -> bool:
+    return any(getattr(getattr(request.node, "rep_" + w, None), "failed", False) for w in ("setup", "call"))
+
+
 @pytest.fixture(scope="module")
 def accel_env(tmp_path_factory):
     """One controller on a private cgroup for a module's tests, with this
@@ -36,8 +48,9 @@ def accel_env(tmp_path_factory):
 
 
 @pytest.fixture
-def fresh_env(tmp_path):
-    """A controller of the test's own (not started): lifecycle tests drive it."""
+def fresh_env(tmp_path, request):
+    """A controller of the test's own (not started): lifecycle tests drive it.
+    When the test fails, the controller's own log is printed with the report."""
     with private_cgroup("fn") as cg:
         ctl = Controller(cg, tmp_path / "state")
         try:
@@ -45,6 +58,8 @@ def fresh_env(tmp_path):
                 yield ctl
         finally:
             ctl.close()
+            if _failed(request):
+                print(f"--- accel run log (last 5000 chars) ---\n{ctl.log()}")
 
 
 @pytest.fixture(scope="session", autouse=True)
