@@ -144,7 +144,7 @@ def test_no_event_is_missed_across_bookmarks_and_stream_restarts(fake, watcher):
     assert watcher.wait_ready(10)
     rng = random.Random(5)
     live: dict[str, dict] = {}
-    for i in range(150):
+    for _ in range(150):
         name = f"p{rng.randrange(20)}"
         if name in live and rng.random() < 0.4:
             fake.delete("pods", live.pop(name))

@@ -1,0 +1,36 @@
+"""The torture suite's quick profile, as CI runs it: every scenario, real
+accelerator, every byte checked (tests/stress)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.stress.scenarios import SCENARIOS
+
+
+@pytest.mark.timeout(900)
+def test_quick_torture_loses_reorders_duplicates_and_misdelivers_nothing(tmp_path):
+    out = tmp_path / "torture.json"
+    res = subprocess.run([sys.executable, "-m", "tests.stress", "--quick", "--json", str(out)], capture_output=True, text=True, timeout=880)
+    report = json.loads(out.read_text()) if out.exists() else {}
+    assert res.returncode == 0, f"torture failed (exit {res.returncode}):\n{res.stdout[-4000:]}\n{res.stderr[-4000:]}"
+    rows = {r["scenario"]: r for r in report["scenarios"]}
+    assert set(rows) == set(SCENARIOS)
+    for name, r in rows.items():
+        assert r["faults"] == 0, (name, r)
+        assert r["connections"] > 0 and r["bytes_verified"] > 0, (name, r)
+    for fault in ("lost", "reordered", "duplicated", "corrupted", "misdelivered", "stalled"):
+        assert sum(r[fault] for r in rows.values()) == 0, fault
+    # The scenarios did what they claim, not just "no error".
+    assert rows["churn"]["facts"]["counters"]["redirected_bytes"] > 0
+    assert rows["sockhash_full"]["facts"]["insert_failed"] > 0
+    assert rows["abortive_close"]["aborted_on_purpose"] > 0
+    assert rows["controller_churn"]["facts"]["controller_actions"] >= 3
+    assert rows["isolation"]["facts"]["namespaces"] >= 8
+    slow = rows["slow_receiver"]["facts"]
+    assert slow["plain"]["eagain"] > 0  # plain TCP pushes back on a sender
+    assert report["controller_counters"]["redirected_bytes"] > 0

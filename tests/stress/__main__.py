@@ -1,0 +1,147 @@
+"""accel torture: run every scenario under the real accelerator and verify
+every byte.
+
+    sudo .venv/bin/python -m tests.stress --quick          # about 2 minutes
+    sudo .venv/bin/python -m tests.stress --soak --json soak.json
+
+Exit status 0 only when every scenario ran and lost, reordered, duplicated,
+corrupted and misdelivered bytes, stalls and errors are all zero.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import resource
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import replace
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .engine import raise_fd_limit
+from .scenarios import QUICK, SCENARIOS, SOAK, Ctx, Outcome
+
+SUBNET = 212  # the test suite uses 213-219; the two must not run at once
+
+
+def _row(name: str, out: Outcome, seconds: float) -> dict[str, Any]:
+    r = out.result
+    return {
+        "scenario": name,
+        "seconds": round(seconds, 1),
+        "connections": r.connections,
+        "completed": r.completed,
+        "aborted_on_purpose": r.aborted,
+        "bytes_sent": r.bytes_sent,
+        "bytes_verified": r.tally.ok,
+        **{k: v for k, v in r.tally.as_dict().items() if k != "ok"},
+        "stalled": r.stalled,
+        "errors": r.errors[:20],
+        "faults": r.faults,
+        "facts": out.facts,
+    }
+
+
+def _table(rows: list[dict[str, Any]]) -> Table:
+    t = Table(title="accel torture")
+    cols = ["scenario", "connections", "bytes_verified", "lost", "reordered", "duplicated", "corrupted", "misdelivered", "stalled", "faults", "seconds"]
+    for c in cols:
+        t.add_column(c, justify="left" if c == "scenario" else "right")
+    for r in rows:
+        cells = [str(r[c]) if c != "errors" else "" for c in cols]
+        if r["faults"]:
+            cells[0] = f"[bold red]{cells[0]} FAILED[/]"
+        t.add_row(*cells)
+    return t
+
+
+@click.command()
+@click.option("--quick", "profile", flag_value="quick", default=True, help="About 2 minutes (CI).")
+@click.option("--soak", "profile", flag_value="soak", help="Larger counts and volumes; minutes.")
+@click.option("--repeat", type=click.IntRange(1, 1000), default=1, show_default=True, help="Run the scenario list this many times (soak for longer).")
+@click.option("--only", multiple=True, type=click.Choice(sorted(SCENARIOS)), help="Run just these scenarios.")
+@click.option("--seed", type=int, default=None, help="Seed for sizes and choices (printed; reuse it to replay).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, writable=True), help="Write the full report here.")
+def main(profile: str, repeat: int, only: tuple[str, ...], seed: int | None, json_path: str | None) -> None:
+    console = Console(stderr=True)
+    if os.geteuid() != 0:
+        console.print("torture: needs root (it loads BPF programs, makes cgroups and namespaces); run it with sudo")
+        sys.exit(77)
+    from tests.integration.cgroups import inside, private_cgroup
+    from tests.integration.controller import Controller
+    from tests.netns_topology import pods
+
+    prof = QUICK if profile == "quick" else SOAK
+    seed = seed if seed is not None else random.SystemRandom().getrandbits(32)
+    names = list(only) or list(SCENARIOS)
+    raise_fd_limit()
+    console.print(f"profile {prof.name}, seed {seed}, scenarios: {' '.join(names)} x{repeat}")
+    rows: list[dict[str, Any]] = []
+    started = time.time()
+    with private_cgroup("torture") as cg, pods(2, subnet=SUBNET) as topo:
+        ctl = Controller(cg, tempfile.mkdtemp(prefix="accel-torture-"))
+        try:
+            ctl.start()
+            with (
+                inside(cg),
+                Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=console) as bar,
+            ):
+                task = bar.add_task("torture", total=len(names) * repeat, detail="")
+                for rnd in range(repeat):
+                    for name in names:
+                        bar.update(task, description=f"{name} ({rnd + 1}/{repeat})", detail="")
+                        ctx = Ctx(replace(prof), topo, ctl, cg, random.Random(seed + rnd * 1000 + len(rows)))
+                        ctx.progress = lambda msg: bar.update(task, detail=msg)
+                        t0 = time.monotonic()
+                        try:
+                            out = SCENARIOS[name](ctx)
+                        except Exception as exc:  # a crash of a scenario is a failure, reported
+                            from .engine import Result
+
+                            out = Outcome(Result(errors=[f"scenario crashed: {exc!r}", *traceback.format_exc().splitlines()[-6:]]))
+                        rows.append(_row(name, out, time.monotonic() - t0))
+                        bar.advance(task)
+            final = ctl.counters()
+        finally:
+            ctl.close()
+    report = {
+        "profile": prof.name,
+        "seed": seed,
+        "repeat": repeat,
+        "started": started,
+        "seconds": round(time.time() - started, 1),
+        "kernel": os.uname().release,
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "controller_counters": final,
+        "totals": {
+            "connections": sum(r["connections"] for r in rows),
+            "bytes_verified": sum(r["bytes_verified"] for r in rows),
+            "faults": sum(r["faults"] for r in rows),
+        },
+        "scenarios": rows,
+    }
+    Console(width=max(160, Console().width)).print(_table(rows))
+    for r in rows:
+        for e in r["errors"][:5]:
+            console.print(f"  {r['scenario']}: {e}")
+    t = report["totals"]
+    console.print(
+        f"{t['connections']} connections, {t['bytes_verified']} bytes verified, {t['faults']} faults; "
+        f"redirected {final.get('redirected_bytes', 0)} bytes; peak RSS {report['peak_rss_mib']} MiB; seed {seed}"
+    )
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(report, f, indent=2)
+    sys.exit(1 if t["faults"] else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,470 @@
+"""The torture scenarios. Each one runs real traffic through the real
+accelerator and returns a Result whose faults must all be zero, plus facts
+worth reporting (counters, memory, behaviours)."""
+
+from __future__ import annotations
+
+import array
+import contextlib
+import fcntl
+import os
+import random
+import signal
+import socket
+import subprocess
+import tempfile
+import termios
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from tests.integration.cgroups import inside, private_cgroup
+from tests.integration.controller import Controller
+from tests.netns_topology import Topology, create_netns, remove_netns, socket_in
+
+from .engine import EventLoop, Job, Listener, Result, io_size, run_blocking
+
+
+@dataclass
+class Profile:
+    name: str
+    scale: float  # multiplies connection counts and volumes
+    churn_conns: int
+    churn_concurrency: int
+    churn_max_bytes: int
+    early_conns: int
+    big_bytes: int
+    pause_s: float
+    iso_namespaces: int
+    restart_rounds: int
+
+
+QUICK = Profile("quick", 1, 1500, 300, 256 << 10, 600, 4 << 20, 3, 8, 2)
+SOAK = Profile("soak", 1, 20000, 1000, 1 << 20, 5000, 32 << 20, 10, 32, 10)
+
+
+@dataclass
+class Ctx:
+    profile: Profile
+    topo: Topology
+    ctl: Controller
+    cgroup: str
+    rng: random.Random
+    progress: Callable[[str], None] = lambda _msg: None
+    deadline_s: float = 120.0
+
+    @property
+    def a(self) -> Any:
+        return self.topo.pods[0]
+
+    @property
+    def b(self) -> Any:
+        return self.topo.pods[1]
+
+
+@dataclass
+class Outcome:
+    result: Result
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+def _sizes(rng: random.Random, top: int) -> int:
+    return int(2 ** rng.uniform(0, top.bit_length() - 1))
+
+
+def _counters(ctx: Ctx) -> dict[str, int]:
+    return ctx.ctl.counters()
+
+
+def _delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    return {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)}
+
+
+def _loop(ctx: Ctx, listeners: list[Listener], jobs: Iterator[Job], concurrency: int, seed: int) -> Result:
+    loop = EventLoop(listeners, seed=seed)
+    try:
+        return loop.run(jobs, concurrency, time.monotonic() + ctx.deadline_s, progress=lambda r: ctx.progress(f"{r.completed + r.aborted} done"))
+    finally:
+        loop.close()
+        for lst in listeners:
+            lst.close()
+
+
+# --- 1. churn -------------------------------------------------------------------------
+def churn(ctx: Ctx) -> Outcome:
+    """Thousands of short connections, open-transfer-close, many at once, on
+    a pod's loopback and pod to pod (IPv4 and IPv6)."""
+    p, rng = ctx.profile, ctx.rng
+    targets = [
+        (ctx.a.ns, Listener(ctx.a.ns, "127.0.0.1")),
+        (ctx.a.ns, Listener(ctx.b.ns, ctx.b.ipv4)),
+        (ctx.b.ns, Listener(ctx.a.ns, ctx.a.ipv6)),
+    ]
+
+    def jobs() -> Iterator[Job]:
+        for i in range(p.churn_conns):
+            ns, lst = targets[i % len(targets)]
+            yield Job(ns, lst, _sizes(rng, p.churn_max_bytes))
+
+    before = _counters(ctx)
+    res = _loop(ctx, [t[1] for t in targets], jobs(), p.churn_concurrency, rng.getrandbits(32))
+    d = _delta(before, _counters(ctx))
+    return Outcome(res, {"counters": d, "concurrency": p.churn_concurrency, "redirected": d.get("redirected_bytes", 0) > 0})
+
+
+# --- 2. writes right after connect(), CPUs loaded ----------------------------------------
+@contextlib.contextmanager
+def cpu_hogs(n: int) -> Iterator[list[int]]:
+    procs = [subprocess.Popen(["sh", "-c", "while :; do :; done"]) for _ in range(n)]
+    try:
+        yield [pr.pid for pr in procs]
+    finally:
+        for pr in procs:  # only what we started, by pid
+            pr.kill()
+            pr.wait()
+
+
+def early_writes(ctx: Ctx) -> Outcome:
+    p, rng = ctx.profile, ctx.rng
+    targets = [(ctx.a.ns, Listener(ctx.b.ns, ctx.b.ipv4)), (ctx.a.ns, Listener(ctx.a.ns, "127.0.0.1"))]
+
+    def jobs() -> Iterator[Job]:
+        for i in range(p.early_conns):
+            ns, lst = targets[i % 2]
+            yield Job(ns, lst, rng.randint(40, 4000))
+
+    before = _counters(ctx)
+    with cpu_hogs(os.cpu_count() or 2):
+        res = _loop(ctx, [t[1] for t in targets], jobs(), 64, rng.getrandbits(32))
+    d = _delta(before, _counters(ctx))
+    return Outcome(res, {"counters": d, "cpu_hogs": os.cpu_count() or 2})
+
+
+# --- 3. random sizes, blocking and epoll ---------------------------------------------------
+def random_sizes(ctx: Ctx) -> Outcome:
+    p, rng = ctx.profile, ctx.rng
+    blocking = [Job(ctx.a.ns, Listener(ctx.b.ns, ctx.b.ipv4), rng.randint(p.big_bytes // 4, p.big_bytes)) for _ in range(8)]
+    blocking += [Job(ctx.b.ns, Listener(ctx.b.ns, "127.0.0.1"), rng.randint(p.big_bytes // 4, p.big_bytes)) for _ in range(4)]
+    res = run_blocking(blocking, rng.getrandbits(32), timeout=ctx.deadline_s / 2)
+    for job in blocking:
+        job.target.close()
+    lst = Listener(ctx.b.ns, ctx.b.ipv4)
+    jobs = (Job(ctx.a.ns, lst, rng.randint(p.big_bytes // 4, p.big_bytes)) for _ in range(24))
+    res.merge(_loop(ctx, [lst], jobs, 24, rng.getrandbits(32)))
+    return Outcome(res, {"blocking_connections": len(blocking), "epoll_connections": 24})
+
+
+# --- 4. half-close and abortive close --------------------------------------------------------
+def abortive_close(ctx: Ctx) -> Outcome:
+    """One in four connections is reset (SO_LINGER 0) mid-transfer; the rest
+    must complete intact, and nothing may wedge."""
+    p, rng = ctx.profile, ctx.rng
+    lst = Listener(ctx.b.ns, ctx.b.ipv4)
+    lo = Listener(ctx.a.ns, "127.0.0.1")
+
+    def jobs() -> Iterator[Job]:
+        for i in range(p.churn_conns // 3):
+            n = rng.randint(64 << 10, 1 << 20)
+            target = lst if i % 2 else lo
+            yield Job(ctx.a.ns, target, n, abort_at=rng.randint(1, n // 2) if i % 4 == 0 else None)
+
+    res = _loop(ctx, [lst, lo], jobs(), 64, rng.getrandbits(32))
+    return Outcome(res, {"aborted": res.aborted, "completed": res.completed})
+
+
+# --- 5. a receiver that stops reading ------------------------------------------------------------
+def _tcp_mem_pages() -> int:
+    with open("/proc/net/sockstat") as f:
+        for line in f:
+            if line.startswith("TCP:"):
+                parts = line.split()
+                return int(parts[parts.index("mem") + 1])
+    return 0
+
+
+PAUSE_CAP = 512 << 20  # stop pushing here: "unbounded" is established by then
+
+
+def _stall_and_resume(ctx: Ctx, pause_s: float, res: Result) -> dict[str, Any]:
+    """One connection; the server does not read for ``pause_s`` while a
+    non-blocking client pushes; then the server reads everything back."""
+    from .records import Checker, Stream
+
+    client, server = _pair(ctx, accelerated=True)
+    mem0 = _tcp_mem_pages()
+    stream = Stream(4242, 1 << 40, seed=4242)
+    client.setblocking(False)
+    eagain = 0
+    peak_mem = mem0
+    stop_at = time.monotonic() + pause_s
+    while time.monotonic() < stop_at and stream.produced < PAUSE_CAP:
+        try:
+            n = client.send(stream.peek(256 << 10))
+            stream.consume(n)
+        except BlockingIOError:
+            eagain += 1
+            time.sleep(0.01)
+        peak_mem = max(peak_mem, _tcp_mem_pages())
+    queued = stream.produced
+    checker = Checker(4242)
+    total = queued + (8 << 20)
+
+    def read_all() -> None:
+        try:
+            while checker.received < total:
+                data = server.recv(1 << 20)
+                if not data:
+                    break
+                checker.feed(data)
+        except OSError as exc:
+            res.errors.append(f"slow receiver read: {exc!r}")
+
+    t = threading.Thread(target=read_all)
+    t.start()
+    client.setblocking(True)
+    client.settimeout(30)
+    try:
+        while stream.produced < total:
+            client.sendall(stream.take(min(256 << 10, total - stream.produced)))
+    except OSError as exc:
+        res.errors.append(f"slow receiver write: {exc!r}")
+    t.join(60)
+    res.connections += 1
+    if t.is_alive():
+        res.stalled += 1
+    else:
+        res.completed += 1
+    client.close()
+    server.close()
+    res.bytes_sent += stream.produced
+    res.add_checked(checker, total, aborted=False, who="slow receiver")
+    time.sleep(0.2)
+    after = _tcp_mem_pages()
+    if after - mem0 > (64 << 20) // 4096:
+        res.errors.append(f"TCP memory not given back after reading: {after - mem0} pages above the start")
+    return {
+        "tcp_mem_after_mib": round((after - mem0) * 4096 / 2**20, 1),
+        "paused_s": pause_s,
+        "bytes_accepted_while_paused": queued,
+        "hit_cap": queued >= PAUSE_CAP,
+        "eagain": eagain,
+        "tcp_mem_peak_mib": round((peak_mem - mem0) * 4096 / 2**20, 1),
+    }
+
+
+def slow_receiver(ctx: Ctx) -> Outcome:
+    """The server sleeps; a non-blocking sender must hit EAGAIN (bounded
+    buffering), and every byte must arrive once the server reads again.
+    Plain TCP is measured in the same run for comparison."""
+    res = Result()
+    facts = {"accelerated": _stall_and_resume(ctx, ctx.profile.pause_s, res)}
+    with _outside(ctx):
+        facts["plain"] = _stall_and_resume(ctx, ctx.profile.pause_s, Result())
+    return Outcome(res, facts)
+
+
+# --- 6. socket APIs beyond send/recv ------------------------------------------------------------------
+def _pair(ctx: Ctx, accelerated: bool) -> tuple[socket.socket, socket.socket]:
+    """A connected pair, in this cgroup (accelerated) or not."""
+    cm = contextlib.nullcontext() if accelerated else _outside(ctx)
+    with cm:
+        lst = socket_in(ctx.b.ns)
+        lst.bind((ctx.b.ipv4, 0))
+        lst.listen(1)
+        c = socket_in(ctx.a.ns)
+        c.settimeout(10)
+        c.connect((ctx.b.ipv4, lst.getsockname()[1]))
+        s, _ = lst.accept()
+        s.settimeout(10)
+        lst.close()
+    return c, s
+
+
+@contextlib.contextmanager
+def _outside(ctx: Ctx) -> Iterator[None]:
+    with private_cgroup("plain") as other, inside(other):
+        yield
+
+
+def _api_probe(c: socket.socket, s: socket.socket) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    c.sendall(b"peekaboo" * 100)
+    time.sleep(0.2)
+    buf = array.array("i", [0])
+    fcntl.ioctl(s.fileno(), termios.FIONREAD, buf, True)
+    out["fionread"] = buf[0]  # 800 bytes are queued
+    peeked = s.recv(800, socket.MSG_PEEK)
+    got = b""
+    while len(got) < 800:
+        got += s.recv(800 - len(got))
+    out["msg_peek_ok"] = peeked == got[: len(peeked)] and len(peeked) > 0
+    out["peeked"] = len(peeked)
+    with tempfile.TemporaryFile() as f:
+        data = random.Random(7).randbytes(3 << 20)
+        f.write(data)
+        f.flush()
+        received = bytearray()
+
+        def rd() -> None:
+            while len(received) < len(data):
+                chunk = s.recv(1 << 20)
+                if not chunk:
+                    return
+                received.extend(chunk)
+
+        t = threading.Thread(target=rd)
+        t.start()
+        f.seek(0)
+        c.sendfile(f)  # os.sendfile underneath, waiting for room between calls
+        t.join(20)
+        out["sendfile_ok"] = bytes(received) == data
+        out["verified"] = len(got) + (len(received) if out["sendfile_ok"] else 0)
+    return out
+
+
+def socket_apis(ctx: Ctx) -> Outcome:
+    res = Result(connections=2)
+    before = _counters(ctx)
+    plain = _api_probe(*_pair(ctx, accelerated=False))
+    acc = _api_probe(*_pair(ctx, accelerated=True))
+    d = _delta(before, _counters(ctx))
+    if not d.get("redirected_bytes"):
+        res.errors.append("the accelerated pair was not redirected")
+    for key in ("msg_peek_ok", "sendfile_ok"):
+        if not acc[key]:
+            res.errors.append(f"{key} false on an accelerated socket")
+    if acc["fionread"] != plain["fionread"]:
+        # Older kernels count only the TCP queue: a divergence an application can see.
+        res.errors.append(f"FIONREAD says {acc['fionread']} on an accelerated socket, {plain['fionread']} on plain TCP")
+    res.tally.ok = plain["verified"] + acc["verified"]
+    res.completed = 2
+    return Outcome(res, {"plain": plain, "accelerated": acc, "fionread_differs": plain["fionread"] != acc["fionread"]})
+
+
+# --- 7. sockhash full ----------------------------------------------------------------------------------------
+def sockhash_full(ctx: Ctx) -> Outcome:
+    """A controller with room for 8 sockets: the rest must fall back to TCP."""
+    p, rng = ctx.profile, ctx.rng
+    with private_cgroup("full") as cg:
+        ctl = Controller(cg, tempfile.mkdtemp(prefix="accel-torture-"))
+        try:
+            ctl.start("--sockhash-size", "8")
+            with inside(cg):
+                lst = Listener(ctx.b.ns, ctx.b.ipv4)
+                jobs = (Job(ctx.a.ns, lst, _sizes(rng, 256 << 10)) for _ in range(p.churn_conns // 5))
+                res = _loop(ctx, [lst], jobs, 40, rng.getrandbits(32))
+                c = ctl.counters()
+        finally:
+            ctl.close()
+    if c["insert_failed"] == 0:
+        res.errors.append("the map never filled: insert_failed is 0")
+    return Outcome(res, {"insert_failed": c["insert_failed"], "inserted": c["inserted"], "redirected_bytes": c["redirected_bytes"]})
+
+
+# --- 8. the controller killed, stopped, upgraded during transfers ---------------------------------------
+def controller_churn(ctx: Ctx) -> Outcome:
+    p, rng = ctx.profile, ctx.rng
+    lst = Listener(ctx.b.ns, ctx.b.ipv4)
+    lo = Listener(ctx.a.ns, "127.0.0.1")
+    box: dict[str, Result] = {}
+    stop = threading.Event()
+
+    def jobs() -> Iterator[Job]:
+        i = 0
+        while not stop.is_set():
+            i += 1
+            yield Job(ctx.a.ns, lst if i % 2 else lo, rng.randint(256 << 10, 4 << 20))
+
+    def traffic() -> None:
+        box["r"] = _loop(ctx, [lst, lo], jobs(), 16, rng.getrandbits(32))
+
+    t = threading.Thread(target=traffic)
+    t.start()
+    actions: list[str] = []
+    try:
+        for i in range(p.restart_rounds):
+            time.sleep(0.5)
+            ctx.ctl.stop(signal.SIGKILL)
+            actions.append("SIGKILL")
+            ctx.ctl.start()
+            time.sleep(0.5)
+            ctx.ctl.cli("down", check=False)  # exits 3 while sockets remain: expected
+            ctx.ctl.stop()
+            actions.append("down")
+            ctx.ctl.start()
+            time.sleep(0.5)
+            ctx.ctl.stop()
+            ctx.ctl.start("--bpf-define", f"ACCEL_TORTURE_BUILD={i + 1}")
+            actions.append("upgrade")
+            ctx.progress(f"round {i + 1}/{p.restart_rounds}")
+    finally:
+        time.sleep(0.5)
+        stop.set()
+        t.join(ctx.deadline_s)
+    res = box.get("r") or Result(errors=["traffic thread did not finish"])
+    return Outcome(res, {"controller_actions": len(actions), "rounds": p.restart_rounds})
+
+
+# --- 9. isolation: identical loopback tuples in many namespaces ---------------------------------------------
+def isolation(ctx: Ctx) -> Outcome:
+    p, rng = ctx.profile, ctx.rng
+    names = [f"{ctx.topo.prefix}-iso{i}" for i in range(p.iso_namespaces)]
+    port, cport = 7777, 47777
+    listeners: list[Listener] = []
+    try:
+        for n in names:
+            create_netns(n)
+            listeners.append(Listener(n, "127.0.0.1", port))
+        res = Result()
+        for rnd in range(3):  # same tuples, several rounds: TIME_WAIT reuse too
+            jobs = iter([Job(n, lst, rng.randint(256 << 10, 2 << 20), bind=("127.0.0.1", cport + rnd)) for n, lst in zip(names, listeners, strict=True)])
+            loop = EventLoop(listeners, seed=rng.getrandbits(32))
+            res.merge(loop.run(jobs, len(names), time.monotonic() + ctx.deadline_s))
+            loop.sel.close()
+    finally:
+        for lst in listeners:
+            lst.close()
+        for n in names:
+            remove_netns(n)
+    return Outcome(res, {"namespaces": len(names), "tuple": f"127.0.0.1:{cport}+r -> 127.0.0.1:{port}"})
+
+
+# --- 10. IPv6 and v4-mapped ----------------------------------------------------------------------------------
+def dual_stack(ctx: Ctx) -> Outcome:
+    rng = ctx.rng
+    dual = Listener(ctx.b.ns, "::", dual_stack=True)
+    v6 = Listener(ctx.a.ns, "::1")
+
+    def jobs() -> Iterator[Job]:
+        for i in range(300):
+            if i % 3 == 0:
+                yield Job(ctx.a.ns, dual, _sizes(rng, 256 << 10), addr=ctx.b.ipv4)  # v4-mapped on the server
+            elif i % 3 == 1:
+                yield Job(ctx.a.ns, dual, _sizes(rng, 256 << 10), addr=ctx.b.ipv6)
+            else:
+                yield Job(ctx.a.ns, v6, _sizes(rng, 256 << 10))
+
+    before = _counters(ctx)
+    res = _loop(ctx, [dual, v6], jobs(), 60, rng.getrandbits(32))
+    d = _delta(before, _counters(ctx))
+    if not d.get("redirected_bytes"):
+        res.errors.append("nothing redirected")
+    return Outcome(res, {"counters": d})
+
+
+SCENARIOS: dict[str, Callable[[Ctx], Outcome]] = {
+    "churn": churn,
+    "early_writes": early_writes,
+    "random_sizes": random_sizes,
+    "abortive_close": abortive_close,
+    "slow_receiver": slow_receiver,
+    "socket_apis": socket_apis,
+    "sockhash_full": sockhash_full,
+    "controller_churn": controller_churn,
+    "isolation": isolation,
+    "dual_stack": dual_stack,
+}
+
+__all__ = ["QUICK", "SCENARIOS", "SOAK", "Ctx", "Outcome", "Profile", "io_size"]
