@@ -47,3 +47,23 @@ def test_diff_applied_gives_desired(current, desired):
     for k in deletes:
         del result[k]
     assert result == desired
+
+
+def test_a_pod_ip_reassigned_to_another_pod_takes_the_new_pods_policy():
+    """Pod A (opted out) is deleted and its IP goes to pod B: B's policy
+    applies. While both claim it (a late DELETE), the safer opt-out holds."""
+    from accel.endpoints.kube import OPT_OUT_KEY, KubeState
+    from accel.maps import POLICY_ACCELERATE, POLICY_OPT_OUT
+    from tests.kube_fake import pod
+
+    state = KubeState()
+    a = pod("a", ips=("10.9.0.5",), annotations={OPT_OUT_KEY: "false"})
+    b = pod("b", ips=("10.9.0.5",))
+    state.pod_event("ADDED", a)
+    assert state.policies() == {"10.9.0.5": POLICY_OPT_OUT}
+    state.pod_event("ADDED", b)  # B is Running before A's deletion arrives
+    assert state.policies() == {"10.9.0.5": POLICY_OPT_OUT}
+    state.pod_event("DELETED", a)
+    assert state.policies() == {"10.9.0.5": POLICY_ACCELERATE}
+    state.pod_event("DELETED", b)
+    assert state.policies() == {}
