@@ -1,0 +1,78 @@
+"""python -m benchmarks [--quick | --full] [--out DIR] [--no-pin]
+
+Runs plain TCP, accelerated and AF_UNIX side by side through the real `accel`
+controller and writes a results directory: raw.json (every repeat), report.md
+and PNG plots. Exit 1 when a measurement failed (the report says which).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from . import harness, report
+from .profiles import PROFILES
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def write_results(raw: dict, out_dir: str) -> tuple[str, list[str]]:
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "raw.json"), "w") as f:
+        json.dump(raw, f, indent=1)
+    pngs = report.plots(raw, out_dir)
+    md = os.path.join(out_dir, "report.md")
+    with open(md, "w") as f:
+        f.write(report.markdown(raw, pngs))
+    return md, pngs
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--quick", "profile", flag_value="quick", help="Smoke profile, under 2 minutes.")
+@click.option("--full", "profile", flag_value="full", default=True, help="Every workload and size, 5 repeats (about 30 minutes).")
+@click.option("--tiny", "profile", flag_value="tiny", hidden=True, help="The harness's own test.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Results directory [benchmarks/results/<UTC time>-<profile>].")
+@click.option("--pin/--no-pin", default=True, show_default=True, help="Pin client to CPU 0 and server to CPU 1.")
+@click.option("--report-only", type=click.Path(exists=True, file_okay=False), help="Rebuild report.md and plots from DIR/raw.json.")
+def main(profile: str, out_dir: str | None, pin: bool, report_only: str | None) -> None:
+    console = Console(stderr=True)
+    if report_only:
+        with open(os.path.join(report_only, "raw.json")) as f:
+            md, _ = write_results(json.load(f), report_only)
+        console.print(f"report: {md}")
+        return
+    if os.geteuid() != 0:
+        console.print("benchmarks: needs root (it runs the accelerator and makes namespaces and cgroups) - run: sudo scripts/bench")
+        sys.exit(77)
+    prof = PROFILES[profile]()
+    out_dir = out_dir or os.path.join(HERE, "results", time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + f"-{prof.name}")
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    try:
+        with Progress(*columns, console=console) as bar:
+            task = bar.add_task("starting accel", total=harness.total_measurements(prof))
+
+            def progress(what: str) -> None:
+                if bar.tasks[task].description != "starting accel":
+                    bar.advance(task)
+                bar.update(task, description=what[:70])
+
+            raw = harness.run(prof, pin, progress)
+            bar.advance(task)
+    except harness.HarnessError as exc:
+        console.print(f"benchmarks: {exc}")
+        sys.exit(69)
+    md, pngs = write_results(raw, out_dir)
+    failed = [m for m in raw["measurements"] if m.get("error")]
+    console.print(open(md).read().split("## Plots")[0])
+    console.print(f"results: {out_dir} (raw.json, report.md, {len(pngs)} plots); {len(raw['measurements'])} measurements, {len(failed)} failed")
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()

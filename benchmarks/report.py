@@ -1,0 +1,250 @@
+"""From raw results to a markdown report and PNG plots. Pure functions of the
+raw JSON, so a report can be rebuilt from any results directory."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import defaultdict
+from typing import Any
+
+from .stats import Summary, ratio, summarize
+
+MODES = ("plain", "accel", "unix")
+MODE_NAMES = {"plain": "plain TCP", "accel": "accelerated", "unix": "AF_UNIX"}
+# Rows shown per workload kind: (metric, suffix, higher is better).
+ROWS: dict[str, list[tuple[str, str, bool]]] = {
+    "iperf3": [("gbit_per_s", "", True)],
+    "latency": [("p50_us", " p50", False), ("p99_us", " p99", False), ("p999_us", " p99.9", False)],
+    "connrate": [("per_s", "", True)],
+    "redis": [("set_rps", " SET", True), ("get_rps", " GET", True)],
+    "nginx": [("requests_per_s", "", True), ("p99_us", " p99", False)],
+}
+UNITS = {"gbit_per_s": "Gbit/s", "p50_us": "us", "p99_us": "us", "p999_us": "us", "per_s": "conn/s", "set_rps": "ops/s", "get_rps": "ops/s", "requests_per_s": "req/s"}
+
+
+def summaries(raw: dict[str, Any]) -> dict[tuple[str, str, str], Summary]:
+    """(workload key, metric, mode) -> summary over the successful repeats."""
+    values: dict[tuple[str, str, str], list[float]] = defaultdict(list)
+    for m in raw["measurements"]:
+        if m.get("error"):
+            continue
+        for metric, v in m["metrics"].items():
+            values[(m["workload"], metric, m["mode"])].append(float(v))
+    return {k: summarize(v) for k, v in values.items() if v}
+
+
+def failures(raw: dict[str, Any]) -> dict[tuple[str, str], list[str]]:
+    out: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for m in raw["measurements"]:
+        if m.get("error"):
+            out[(m["workload"], m["mode"])].append(m["error"])
+    return out
+
+
+def _fmt(v: float) -> str:
+    if math.isnan(v):
+        return "-"
+    if v >= 1000:
+        return f"{v:,.0f}"
+    if v >= 100:
+        return f"{v:.0f}"
+    if v >= 10:
+        return f"{v:.1f}"
+    return f"{v:.2f}"
+
+
+def _cell(s: Summary | None, failed: list[str]) -> str:
+    if s is None:
+        return f"FAILED: {failed[0][:60]}" if failed else "n/a"
+    spread = f" ±{s.spread_pct / 2:.0f}%" if s.n > 1 and not math.isnan(s.spread_pct) else ""
+    note = f" ({len(failed)} failed)" if failed else ""
+    return f"{_fmt(s.median)}{spread}{note}"
+
+
+def verdicts(raw: dict[str, Any]) -> list[dict[str, Any]]:
+    """One entry per table row: the numbers and whether accel lost."""
+    sums = summaries(raw)
+    fails = failures(raw)
+    rows = []
+    for w in raw["workloads"]:
+        kind = w["key"].split("/")[1]
+        for metric, suffix, higher in ROWS.get(kind, [(w["metric"], "", w["higher_is_better"])]):
+            cells = {mode: sums.get((w["key"], metric, mode)) for mode in MODES}
+            if all(c is None for c in cells.values()) and not any(fails.get((w["key"], m)) for m in MODES):
+                continue
+            r = ratio(cells["accel"], cells["plain"])
+            slower = r is not None and ((r < 1) if higher else (r > 1))
+            rows.append(
+                {
+                    "topology": w["key"].split("/")[0],
+                    "workload": w["key"].split("/", 2)[2] + suffix,
+                    "kind": kind,
+                    "metric": metric,
+                    "unit": UNITS.get(metric, ""),
+                    "higher_is_better": higher,
+                    "modes": w["modes"],
+                    "cells": cells,
+                    "failed": {m: fails.get((w["key"], m), []) for m in MODES},
+                    "ratio": r,
+                    "slower": slower,
+                }
+            )
+    return rows
+
+
+def markdown(raw: dict[str, Any], plots: list[str]) -> str:
+    mc = raw["machine"]
+    lines = [
+        f"# accel benchmark: {raw['profile']} profile",
+        "",
+        f"- Machine: {mc['cpu_model']}, {mc['cores']} cores, {mc['memory_gib']} GiB, kernel {mc['kernel']}; accel {mc['accel_commit']}",
+        f"- Placement: {raw['placement']}",
+        f"- {raw['repeats']} repeats per cell, {raw['seconds_per_measurement']} s each, modes interleaved (order reversed every other repeat);"
+        f" cells are medians, ± half the interquartile range; run took {raw['duration_s']:.0f} s",
+        "- Ratio = accelerated / plain TCP. For latency (us) lower is better, so a ratio above 1 is a loss.",
+        "- Every accelerated cell was cross-checked: the controller's `redirected_bytes` must have grown during it, and plain cells must not have.",
+        "- Tools: " + "; ".join(f"{k} `{v}`" for k, v in mc["tools"].items()),
+        "",
+    ]
+    rows = verdicts(raw)
+    for topo, desc in raw["topologies"].items():
+        trs = [r for r in rows if r["topology"] == topo]
+        if not trs:
+            continue
+        lines += [f"## {topo}", "", desc, "", "| workload | unit | plain TCP | accelerated | AF_UNIX | accel / plain |", "|---|---|---:|---:|---:|---:|"]
+        for r in trs:
+            cells = [_cell(r["cells"][m], r["failed"][m]) if m in r["modes"] else "" for m in MODES]
+            rat = "" if r["ratio"] is None else f"{r['ratio']:.2f}x"
+            if r["slower"]:
+                rat = f"**{rat} SLOWER**"
+            lines.append(f"| {r['workload']} | {r['unit']} | {' | '.join(cells)} | {rat} |")
+        lines.append("")
+    lost = [r for r in rows if r["slower"]]
+    lines += ["## Where acceleration loses", ""]
+    if lost:
+        for r in lost:
+            lines.append(f"- {r['topology']}, {r['workload']}: {r['ratio']:.2f}x of plain TCP")
+    else:
+        lines.append("- nowhere in this run")
+    failed = [(m["workload"], m["mode"], m["error"]) for m in raw["measurements"] if m.get("error")]
+    warned = [(m["workload"], m["warning"]) for m in raw["measurements"] if m.get("warning")]
+    lines += ["", "## Failed measurements", ""]
+    lines += [f"- {w} [{mode}]: {e}" for w, mode, e in failed] or ["- none"]
+    if warned:
+        lines += ["", "## Warnings", ""] + [f"- {w}: {msg}" for w, msg in warned]
+    if plots:
+        lines += ["", "## Plots", ""] + [f"![{os.path.basename(p)}]({os.path.basename(p)})" for p in plots]
+    return "\n".join(lines) + "\n"
+
+
+COLORS = {"plain": "#7f7f7f", "accel": "#d62728", "unix": "#1f77b4"}
+
+
+def plots(raw: dict[str, Any], out_dir: str) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sums = summaries(raw)
+    made: list[str] = []
+    by_topo: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for w in raw["workloads"]:
+        by_topo[w["key"].split("/")[0]].append(w)
+    meas = {(m["workload"]): m for m in raw["measurements"]}
+
+    # 1. Throughput against write size, per topology.
+    for topo, ws in by_topo.items():
+        streams = [w for w in ws if w["key"].split("/")[1] == "iperf3"]
+        if not streams:
+            continue
+        fig, ax = plt.subplots(figsize=(8, 4.5))
+        for n_streams, style in (("x1", "-"), ("x4", "--")):
+            for mode in MODES:
+                pts = []
+                for w in streams:
+                    if not w["key"].endswith(n_streams):
+                        continue
+                    s = sums.get((w["key"], "gbit_per_s", mode))
+                    size = _size_of(w["key"])
+                    if s is not None and size:
+                        pts.append((size, s))
+                if pts:
+                    pts.sort()
+                    xs = [p[0] for p in pts]
+                    ax.errorbar(
+                        xs,
+                        [p[1].median for p in pts],
+                        yerr=[[p[1].median - p[1].p25 for p in pts], [p[1].p75 - p[1].median for p in pts]],
+                        label=f"{MODE_NAMES[mode]} {n_streams}",
+                        color=COLORS[mode],
+                        linestyle=style,
+                        marker="o",
+                        capsize=2,
+                    )
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("write size (bytes)")
+        ax.set_ylabel("Gbit/s (median, IQR)")
+        ax.set_title(f"Throughput vs write size: {topo}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        made.append(_save(fig, out_dir, f"throughput_{topo}.png"))
+        plt.close(fig)
+
+    # 2. Latency percentiles per mode.
+    for topo, ws in by_topo.items():
+        lat = [w for w in ws if w["key"].split("/")[1] == "latency"]
+        if not lat:
+            continue
+        fig, axes = plt.subplots(1, len(lat), figsize=(3.2 * len(lat) + 1, 4), squeeze=False)
+        for ax, w in zip(axes[0], lat, strict=True):
+            pcts = [("p50_us", "p50"), ("p99_us", "p99"), ("p999_us", "p99.9")]
+            modes = [m for m in MODES if m in w["modes"]]
+            width = 0.8 / len(modes)
+            for i, mode in enumerate(modes):
+                vals = [sums[(w["key"], p, mode)].median if (w["key"], p, mode) in sums else 0 for p, _ in pcts]
+                ax.bar([j + i * width for j in range(len(pcts))], vals, width, label=MODE_NAMES[mode], color=COLORS[mode])
+            ax.set_xticks([j + width * (len(modes) - 1) / 2 for j in range(len(pcts))], [n for _, n in pcts])
+            ax.set_yscale("log")
+            ax.set_title(w["key"].split("/", 2)[2], fontsize=9)
+            ax.set_ylabel("round trip, us")
+        axes[0][0].legend(fontsize=8)
+        fig.suptitle(f"Request/response latency: {topo}")
+        fig.tight_layout()
+        made.append(_save(fig, out_dir, f"latency_{topo}.png"))
+        plt.close(fig)
+
+    # 3. Speedups of applications and connection rate (accel / plain).
+    rows = [r for r in verdicts(raw) if r["kind"] in ("redis", "nginx", "connrate") or r["topology"] == "sidecar"]
+    rows = [r for r in rows if r["ratio"] is not None and r["higher_is_better"]]
+    if rows:
+        fig, ax = plt.subplots(figsize=(8, 0.35 * len(rows) + 1.5))
+        labels = [f"{r['topology']}: {r['workload']}" for r in rows]
+        vals = [r["ratio"] for r in rows]
+        ax.barh(labels, vals, color=["#d62728" if v < 1 else "#2ca02c" for v in vals])
+        ax.axvline(1.0, color="black", linewidth=0.8)
+        ax.set_xlabel("accelerated / plain TCP (higher is better)")
+        ax.set_title("Applications, connection rate and sidecar chain")
+        ax.invert_yaxis()
+        fig.tight_layout()
+        made.append(_save(fig, out_dir, "speedups.png"))
+        plt.close(fig)
+    del meas
+    return made
+
+
+def _size_of(key: str) -> int:
+    label = key.split("/", 2)[2]  # "stream 16 KiB x1"
+    parts = label.split()
+    try:
+        n = int(parts[1])
+    except (IndexError, ValueError):
+        return 0
+    return n * {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20}.get(parts[2], 1)
+
+
+def _save(fig: Any, out_dir: str, name: str) -> str:
+    path = os.path.join(out_dir, name)
+    fig.savefig(path, dpi=110)
+    return path
