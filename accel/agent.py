@@ -11,6 +11,7 @@ from typing import Any
 
 from . import kernel
 from . import log as logmod
+from .backlog import BacklogGuard, default_limit
 from .datapath import Datapath, remove_pins
 from .endpoints.netlink import NetlinkEndpoints
 from .endpoints.table import desired_policies, diff, merge
@@ -137,10 +138,19 @@ def run(settings: Settings) -> int:
             metrics_port=metrics.port if metrics else None,
             kubernetes=settings.kubernetes,
         )
-        log.info("accelerating", cgroup=attached.cgroup, sockops_id=attached.sockops_id, redir_id=attached.redir_id)
+        guard = BacklogGuard(settings.pin_dir, settings.backlog_limit or default_limit(), log)
+        view.backlog_guarded = lambda: guard.listed
+        log.info(
+            "accelerating", cgroup=attached.cgroup, sockops_id=attached.sockops_id, redir_id=attached.redir_id, backlog_limit_mib=round(guard.limit / 2**20, 1)
+        )
         next_scan = time.monotonic() + settings.rescan_interval
+        next_guard = time.monotonic()
         while not stop:
-            timeout = max(0.0, next_scan - time.monotonic())
+            now = time.monotonic()
+            if now >= next_guard:
+                guard.check()
+                next_guard = now + settings.backlog_interval
+            timeout = max(0.0, min(next_scan, next_guard) - time.monotonic())
             changed, woken = netlink.poll(timeout, [wake.rfd])
             if woken:
                 wake.drain()

@@ -87,6 +87,14 @@ def _settings_or_exit(ctx: click.Context, **overrides: Any) -> Settings:
 )
 @click.option("--rescan-interval", type=float, default=1.0, show_default=True, help="Seconds between scans for new network namespaces.")
 @click.option(
+    "--backlog-limit",
+    type=int,
+    default=0,
+    envvar="ACCEL_BACKLOG_LIMIT",
+    help="Bytes a receiver may hold unread before its peer moves to TCP [0: as TCP would, tcp_rmem max].",
+)
+@click.option("--backlog-interval", type=float, default=0.05, show_default=True, hidden=True, help="Seconds between backlog checks.")
+@click.option(
     "--kubernetes/--no-kubernetes",
     default=None,
     help="Take pod IPs and opt-outs from the Kubernetes API (default: on when running in a pod with a service account).",
@@ -113,6 +121,8 @@ def run(
     sockhash_size: int,
     endpoints_size: int,
     rescan_interval: float,
+    backlog_limit: int,
+    backlog_interval: float,
     kubernetes: bool | None,
     kubeconfig: str | None,
     node_name: str | None,
@@ -137,6 +147,8 @@ def run(
         sockhash_size=sockhash_size,
         endpoints_size=endpoints_size,
         rescan_interval=rescan_interval,
+        backlog_limit=backlog_limit,
+        backlog_interval=backlog_interval,
         extra_cflags=tuple(f"-D{d}" for d in defines),
         kubernetes=_kubernetes_mode(kubernetes),
         kubeconfig=kubeconfig,

@@ -62,8 +62,9 @@ STAT_FIELDS = (
     "fallback_sticky",
     "fallback_no_state",
     "fallback_bytes",
+    "fallback_backlog",
 )
-FALLBACK_MSG_FIELDS = ("fallback_peer_missing", "fallback_peer_gone", "fallback_sticky", "fallback_no_state")
+FALLBACK_MSG_FIELDS = ("fallback_peer_missing", "fallback_peer_gone", "fallback_sticky", "fallback_no_state", "fallback_backlog")
 
 
 class Stats(ctypes.Structure):
@@ -227,3 +228,24 @@ class PinnedMaps:
 
     def delete_endpoint(self, addr: str) -> bool:
         return libbpf.map_delete(self.fds["endpoints"], endpoint_key(addr))
+
+    # backlog guard (pins made by this version; older pin dirs lack them)
+    def _guard_fd(self, name: str) -> int:
+        if name not in self.fds:
+            self.fds[name] = libbpf.obj_get(os.path.join(self.pin_dir, name))
+        return self.fds[name]
+
+    def socket_keys(self) -> list[SockKey]:
+        return list(libbpf.map_keys(self.fds["sock_hash"], SockKey))
+
+    def guarded(self) -> list[SockKey]:
+        return list(libbpf.map_keys(self._guard_fd("backlog_guard"), SockKey))
+
+    def guard(self, key: SockKey) -> None:
+        libbpf.map_update(self._guard_fd("backlog_guard"), key, ctypes.c_uint32(1))
+
+    def unguard(self, key: SockKey) -> bool:
+        return libbpf.map_delete(self._guard_fd("backlog_guard"), key)
+
+    def set_guard_active(self, count: int) -> None:
+        libbpf.map_update(self._guard_fd("guard_active"), ctypes.c_uint32(0), ctypes.c_uint32(count))

@@ -20,12 +20,13 @@ from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from .backlog import tcp_memory_bytes
 from .datapath import sockops_attached
 from .maps import POLICY_NAMES, SOURCE_KUBERNETES, SOURCE_NETLINK, PinnedMaps
 from .settings import Settings
 
 SKIP_REASONS = ("not_local", "policy", "early_data", "family")
-FALLBACK_REASONS = ("peer_missing", "peer_gone", "sticky", "no_state")
+FALLBACK_REASONS = ("peer_missing", "peer_gone", "sticky", "no_state", "backlog")
 
 
 @dataclass
@@ -36,6 +37,7 @@ class AgentView:
     ready: bool = False
     watch_restarts: Callable[[], int] = lambda: 0
     last_pod_event: Callable[[], float] = lambda: 0.0
+    backlog_guarded: Callable[[], int] = lambda: 0
     kubernetes: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -77,6 +79,10 @@ class DatapathCollector(Collector):
         for (source, policy), n in sorted(counts.items()):
             eps.add_metric([source, policy], float(n))
         yield eps
+        yield GaugeMetricFamily(
+            "accel_backlog_guarded_receivers", "Receivers holding more unread bytes than TCP would (peers moved to TCP)", value=self.view.backlog_guarded()
+        )
+        yield GaugeMetricFamily("accel_node_tcp_memory_bytes", "TCP memory in use on the node (/proc/net/sockstat)", value=tcp_memory_bytes())
 
     def _attached(self) -> bool:
         try:

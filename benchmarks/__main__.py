@@ -69,7 +69,8 @@ def main(profile: str, out_dir: str | None, pin: bool, report_only: str | None) 
         sys.exit(69)
     md, pngs = write_results(raw, out_dir)
     failed = [m for m in raw["measurements"] if m.get("error")]
-    console.print(open(md).read().split("## Plots")[0])
+    with open(md) as f:
+        console.print(f.read().split("## Plots")[0])
     console.print(f"results: {out_dir} (raw.json, report.md, {len(pngs)} plots); {len(raw['measurements'])} measurements, {len(failed)} failed")
     sys.exit(1 if failed else 0)
 

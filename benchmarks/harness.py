@@ -172,7 +172,9 @@ def run(profile: Profile, pinned: bool, progress: Callable[[str], None]) -> dict
         "duration_s": round(time.time() - started, 1),
         "machine": machine(),
         "topologies": {k: v.description for k, v in env.topologies.items()},
-        "workloads": [{"key": w.key, "metric": w.metric, "unit": w.unit, "higher_is_better": w.higher_is_better, "modes": list(w.modes)} for w in profile.workloads],
+        "workloads": [
+            {"key": w.key, "metric": w.metric, "unit": w.unit, "higher_is_better": w.higher_is_better, "modes": list(w.modes)} for w in profile.workloads
+        ],
         "controller_counters": counters,
         "measurements": rows,
     }

@@ -20,7 +20,16 @@ ROWS: dict[str, list[tuple[str, str, bool]]] = {
     "redis": [("set_rps", " SET", True), ("get_rps", " GET", True)],
     "nginx": [("requests_per_s", "", True), ("p99_us", " p99", False)],
 }
-UNITS = {"gbit_per_s": "Gbit/s", "p50_us": "us", "p99_us": "us", "p999_us": "us", "per_s": "conn/s", "set_rps": "ops/s", "get_rps": "ops/s", "requests_per_s": "req/s"}
+UNITS = {
+    "gbit_per_s": "Gbit/s",
+    "p50_us": "us",
+    "p99_us": "us",
+    "p999_us": "us",
+    "per_s": "conn/s",
+    "set_rps": "ops/s",
+    "get_rps": "ops/s",
+    "requests_per_s": "req/s",
+}
 
 
 def summaries(raw: dict[str, Any]) -> dict[tuple[str, str, str], Summary]:

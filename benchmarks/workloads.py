@@ -34,6 +34,11 @@ class Settings:
     seconds: float
     redis_requests: int
 
+    @property
+    def whole_seconds(self) -> str:
+        """iperf3 and sockperf take whole seconds (0 would mean forever)."""
+        return str(max(1, round(self.seconds)))
+
 
 @dataclass
 class Workload:
@@ -123,7 +128,8 @@ def iperf3(w: Workload, topo: Topology, mode: str, s: Settings, log: list[str]) 
         return _loadgen_unix(topo, "stream", size, streams, s, log)
     port = next_port()
     with _running(topo.server, ["iperf3", "-s", "-1", "-B", topo.server_addr, "-p", str(port)], port, log), _proxies(topo, port, log) as dial:
-        out = _client(topo.client, ["iperf3", "-c", topo.dial_addr(), "-p", str(dial), "-l", str(size), "-P", str(streams), "-t", str(s.seconds), "-J"], s.seconds + 30)
+        argv = ["iperf3", "-c", topo.dial_addr(), "-p", str(dial), "-l", str(size), "-P", str(streams), "-t", s.whole_seconds, "-J"]
+        out = _client(topo.client, argv, s.seconds + 30)
     m = parse.iperf3(out)
     m["tool_bytes"] = m["bytes"]
     return m
@@ -135,7 +141,8 @@ def latency(w: Workload, topo: Topology, mode: str, s: Settings, log: list[str])
         return _loadgen_unix(topo, "pingpong", size, 1, s, log)
     port = next_port()
     with _running(topo.server, ["sockperf", "server", "--tcp", "-i", topo.server_addr, "-p", str(port)], port, log), _proxies(topo, port, log) as dial:
-        out = _client(topo.client, ["sockperf", "ping-pong", "--tcp", "-i", topo.dial_addr(), "-p", str(dial), "-m", str(size), "-t", str(s.seconds), "--full-rtt"], s.seconds + 30)
+        argv = ["sockperf", "ping-pong", "--tcp", "-i", topo.dial_addr(), "-p", str(dial), "-m", str(size), "-t", s.whole_seconds, "--full-rtt"]
+        out = _client(topo.client, argv, s.seconds + 30)
     return parse.sockperf(out)
 
 
@@ -218,7 +225,7 @@ def nginx(w: Workload, topo: Topology, mode: str, s: Settings, log: list[str]) -
             f.write(NGINX_CFG.format(dir=d, addr=topo.server_addr, port=port))
         with _running(topo.server, ["nginx", "-c", cfg, "-p", d], port, log), _proxies(topo, port, log) as dial:
             url = f"http://{topo.dial_addr()}:{dial}/obj"
-            out = _client(topo.client, ["wrk", "-t1", "-c8", f"-d{max(1, round(s.seconds))}s", "--latency", url], s.seconds + 30)
+            out = _client(topo.client, ["wrk", "-t1", "-c8", f"-d{s.whole_seconds}s", "--latency", url], s.seconds + 30)
     return parse.wrk(out)
 
 

@@ -96,6 +96,7 @@ struct stats {
 	__u64 fallback_sticky;       /* sent by TCP because an earlier byte was */
 	__u64 fallback_no_state;     /* per-socket state could not be allocated */
 	__u64 fallback_bytes;        /* bytes of all fallback messages */
+	__u64 fallback_backlog;      /* peer's receive queue past the limit: socket moves to TCP */
 };
 
 #define ACCEL_AF_INET 2

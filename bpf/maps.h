@@ -9,6 +9,10 @@
 
 #include "accel.h"
 
+#ifndef ACCEL_GUARD_SIZE
+#define ACCEL_GUARD_SIZE 4096
+#endif
+
 /* bcc's BPF_SOCKHASH cannot be pinned and BPF_TABLE_PINNED("sockhash") lacks
  * the sockhash helpers, so declare the table struct as BPF_SOCKHASH does, in a
  * pinned section. */
@@ -30,6 +34,17 @@ BPF_TABLE_PINNED("hash", struct endpoint_key, struct endpoint_value, endpoints,
 		 ACCEL_ENDPOINTS_SIZE, ACCEL_PIN_DIR "/endpoints");
 
 BPF_TABLE_PINNED("percpu_array", u32, struct stats, stats, 1, ACCEL_PIN_DIR "/stats");
+
+/* Backlog guard (see accel/backlog.py). Redirected bytes wait on the
+ * receiver's queue without the receive-buffer limit TCP would apply, so a
+ * receiver that reads slower than its peer writes would grow without bound.
+ * The controller watches receive queues and lists here, by their sockhash
+ * key, receivers holding more than TCP would; a sender whose peer is listed
+ * goes to TCP (sticky, which is order-safe in that direction), where flow
+ * control applies again. guard_active[0] is the number of listed keys, so
+ * the per-message cost is one array read while the list is empty. */
+BPF_TABLE_PINNED("hash", struct sock_key, u32, backlog_guard, ACCEL_GUARD_SIZE, ACCEL_PIN_DIR "/backlog_guard");
+BPF_TABLE_PINNED("array", u32, u32, guard_active, 1, ACCEL_PIN_DIR "/guard_active");
 
 /* Each program file defines
  *     static __always_inline struct stats *stats_get(void)

@@ -60,6 +60,16 @@ int accel_redir(struct sk_msg_md *msg)
 	if (accel_namespace_local(&self))
 		peer.netns = bpf_get_netns_cookie(msg);
 
+	/* The controller saw the peer's queue hold more than TCP would allow. */
+	u32 zero = 0;
+	u32 *guarded = guard_active.lookup(&zero);
+	if (guarded && *guarded && backlog_guard.lookup(&peer)) {
+		st->mode = ACCEL_MODE_TCP;
+		STATS_ADD(s, fallback_backlog, 1);
+		STATS_ADD(s, fallback_bytes, size);
+		return SK_PASS;
+	}
+
 	verdict = sock_hash.msg_redirect_hash(msg, &peer, BPF_F_INGRESS);
 	if (verdict != SK_PASS) {
 		if (st->mode == ACCEL_MODE_NEW)

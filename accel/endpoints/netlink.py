@@ -55,12 +55,11 @@ def namespace_paths(all_namespaces: bool = True) -> dict[NamespaceId, str]:
 SO_NETNS_COOKIE = 71  # getsockopt, Linux >= 5.14
 
 
-def namespace_cookies() -> dict[int, str]:
-    """netns cookie -> a readable name (the ip-netns name, or the path), so
-    that `accel conns` can say which namespace a loopback connection is in."""
+def namespace_cookie_paths() -> dict[int, str]:
+    """netns cookie -> a path that opens the namespace, for every namespace."""
     from pyroute2 import netns as pr_netns
 
-    names: dict[int, str] = {}
+    out: dict[int, str] = {}
     for _ns, path in namespace_paths().items():
         try:
             sock = socket.socket() if path in ("/proc/self/ns/net", "/proc/1/ns/net") else pr_netns.create_socket(netns=path)
@@ -68,10 +67,19 @@ def namespace_cookies() -> dict[int, str]:
                 cookie = int.from_bytes(sock.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8), "little")
         except OSError:
             continue
+        out.setdefault(cookie, path)
+    return out
+
+
+def namespace_cookies() -> dict[int, str]:
+    """netns cookie -> a readable name (the ip-netns name, or the path), so
+    that `accel conns` can say which namespace a loopback connection is in."""
+    names: dict[int, str] = {}
+    for cookie, path in namespace_cookie_paths().items():
         label = "host" if path in ("/proc/self/ns/net", "/proc/1/ns/net") else path
         if path.startswith(NETNS_RUN_DIRS):
             label = os.path.basename(path)
-        names.setdefault(cookie, label)
+        names[cookie] = label
     return names
 
 

@@ -259,9 +259,17 @@ def slow_receiver(ctx: Ctx) -> Outcome:
     buffering), and every byte must arrive once the server reads again.
     Plain TCP is measured in the same run for comparison."""
     res = Result()
+    before = _counters(ctx)
     facts = {"accelerated": _stall_and_resume(ctx, ctx.profile.pause_s, res)}
+    facts["fallback_backlog"] = _counters(ctx)["fallback_backlog"] - before["fallback_backlog"]
     with _outside(ctx):
         facts["plain"] = _stall_and_resume(ctx, ctx.profile.pause_s, Result())
+    acc = facts["accelerated"]
+    # The backlog guard must have pushed back: bounded, then EAGAIN like TCP.
+    if acc["hit_cap"] or acc["eagain"] == 0:
+        res.errors.append(f"a paused receiver took {acc['bytes_accepted_while_paused'] >> 20} MiB without pushing back")
+    if facts["fallback_backlog"] != 1:
+        res.errors.append(f"expected one backlog fallback, counted {facts['fallback_backlog']}")
     return Outcome(res, facts)
 
 

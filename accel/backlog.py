@@ -1,0 +1,171 @@
+"""The backlog guard: keep a slow reader from hoarding node memory.
+
+Redirected bytes are queued on the receiving socket and charged to the
+node's TCP memory, but not limited by the receive buffer as TCP's window
+would limit them (measured: a paused receiver took 512 MiB in 3 s where plain
+TCP stopped the sender at 0.8 MiB; through a two-HAProxy sidecar chain the
+node's TCP memory ran out and iperf3 got ENOMEM). The kernel offers the
+datapath no view of the receiver's queue, so the controller watches it:
+
+- cheaply, most of the time: no socket can hold more than the node's whole
+  TCP memory (/proc/net/sockstat), so while that is below the limit there is
+  nothing to look at;
+- otherwise it lists the established sockets of every network namespace
+  with sock_diag (pyroute2), and every accelerated receiver whose queue
+  (rmem_alloc) exceeds the limit goes into the pinned ``backlog_guard`` map.
+  The peer's sk_msg program then sends through TCP from its next message on,
+  for good (order-safe), and TCP flow control bounds the rest.
+
+The limit defaults to what TCP itself would let a receiver buffer: the
+largest receive buffer (net.ipv4.tcp_rmem max), at least 4 MiB.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import socket
+import struct
+import time
+from typing import Any
+
+from .maps import PinnedMaps, SockEntry, SockKey
+
+INET_DIAG_SKMEMINFO = 7
+TCP_ESTABLISHED = 1
+MIN_LIMIT = 4 << 20
+PAGE = 4096
+
+
+def tcp_memory_bytes() -> int:
+    """Node-wide TCP memory in use (all namespaces share the counter)."""
+    with open("/proc/net/sockstat") as f:
+        for line in f:
+            if line.startswith("TCP:"):
+                parts = line.split()
+                return int(parts[parts.index("mem") + 1]) * PAGE
+    return 0
+
+
+def default_limit() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/tcp_rmem") as f:
+            rmem_max = int(f.read().split()[2])
+    except (OSError, ValueError, IndexError):
+        rmem_max = 0
+    return max(MIN_LIMIT, rmem_max)
+
+
+def _norm(addr: str) -> str:
+    ip = ipaddress.ip_address(addr)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        return str(ip.ipv4_mapped)
+    return str(ip)
+
+
+def full_receivers(netns_path: str | None, limit: int) -> list[tuple[str, int, str, int, int]]:
+    """(local, lport, remote, rport, queued bytes) of established TCP sockets
+    in a namespace whose receive memory exceeds ``limit``."""
+    from pyroute2 import DiagSocket
+    from pyroute2 import netns as pr_netns
+
+    out = []
+    entered = False
+    try:
+        if netns_path and netns_path != "/proc/self/ns/net":
+            pr_netns.pushns(netns_path)
+            entered = True
+        with DiagSocket() as ds:
+            ds.bind()
+            for family in (socket.AF_INET, socket.AF_INET6):
+                for msg in ds.get_sock_stats(family=family, states=1 << TCP_ESTABLISHED, extensions=1 << (INET_DIAG_SKMEMINFO - 1)):
+                    raw = msg.get_attr("INET_DIAG_SKMEMINFO")
+                    if not raw:
+                        continue
+                    rmem = struct.unpack_from("<I", bytes.fromhex(raw.replace(":", "")) if isinstance(raw, str) else raw)[0]
+                    if rmem > limit:
+                        out.append((_norm(msg["idiag_src"]), msg["idiag_sport"], _norm(msg["idiag_dst"]), msg["idiag_dport"], rmem))
+    finally:
+        if entered:
+            pr_netns.popns()
+    return out
+
+
+class BacklogGuard:
+    def __init__(self, pin_dir: str, limit: int, log: Any) -> None:
+        self.pin_dir = pin_dir
+        self.limit = limit
+        self.log = log
+        self.guarded_total = 0  # receivers listed since start
+        self.listed = 0  # receivers listed now
+        self._last_scan = (0.0, 0)  # (when, node TCP memory then)
+
+    def check(self) -> int:
+        """One round; returns how many receivers are listed now."""
+        mem = tcp_memory_bytes()
+        if mem <= self.limit:
+            if self.listed:
+                self.listed = self._forget_closed()
+            return self.listed
+        # A busy node may hold more TCP memory than the limit in many normal
+        # sockets: scan again only once memory grew by half a limit, or after
+        # a second, not on every round.
+        when, then = self._last_scan
+        now = time.monotonic()
+        if mem - then < self.limit // 2 and now - when < 1.0:
+            return self.listed
+        self._last_scan = (now, mem)
+        from .endpoints.netlink import namespace_cookie_paths
+
+        found: dict[tuple, int] = {}
+        for cookie, path in namespace_cookie_paths().items():
+            with contextlib.suppress(OSError):
+                for local, lport, remote, rport, queued in full_receivers(path, self.limit):
+                    found[(cookie, local, lport, remote, rport)] = queued
+        if not found:
+            self.listed = self._forget_closed() if self.listed else 0
+            return self.listed
+        with PinnedMaps(self.pin_dir) as maps:
+            listed = {bytes(k) for k in maps.guarded()}
+            for key in maps.socket_keys():
+                e = SockEntry.from_key(key)
+                # Loopback-like keys carry their namespace's cookie; others are
+                # unique on the node (ambiguous addresses are never inserted).
+                hit = None
+                for (cookie, local, lport, remote, rport), queued in found.items():
+                    if (local, lport, remote, rport) == (e.local, e.local_port, e.remote, e.remote_port) and (e.netns in (0, cookie)):
+                        hit = queued
+                        break
+                if hit is not None and bytes(key) not in listed:
+                    maps.guard(key)
+                    listed.add(bytes(key))
+                    self.guarded_total += 1
+                    self.log.warning(
+                        "receiver holds more than TCP would; its peer moves to TCP",
+                        receiver=f"{e.local}:{e.local_port}",
+                        sender=f"{e.remote}:{e.remote_port}",
+                        queued_mib=round(hit / 2**20, 1),
+                        limit_mib=round(self.limit / 2**20, 1),
+                    )
+            maps.set_guard_active(len(listed))
+        self.listed = self._forget_closed()
+        return self.listed
+
+    def _forget_closed(self) -> int:
+        """Drop listed keys whose socket left the sockhash (closed)."""
+        with PinnedMaps(self.pin_dir) as maps:
+            listed = maps.guarded()
+            if not listed:
+                return 0
+            live = {bytes(k) for k in maps.socket_keys()}
+            keep = 0
+            for key in listed:
+                if bytes(key) in live:
+                    keep += 1
+                else:
+                    maps.unguard(key)
+            maps.set_guard_active(keep)
+            return keep
+
+
+__all__ = ["BacklogGuard", "SockKey", "default_limit", "tcp_memory_bytes"]
