@@ -286,7 +286,7 @@ def remove_pins(settings: Settings, force: bool = False) -> int:
                     pass
                 finally:
                     os.close(fd)
-    for name in PinnedMaps.NAMES:
+    for name in PinnedMaps.ALL_NAMES:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(pin_dir, name))
     try:

@@ -165,6 +165,8 @@ class PinnedMaps:
     """Open fds on an instance's pinned maps. Use as a context manager."""
 
     NAMES = ("sock_hash", "endpoints", "stats")
+    GUARD_NAMES = ("backlog_guard", "guard_active")  # newer; opened on demand
+    ALL_NAMES = NAMES + GUARD_NAMES
 
     def __init__(self, pin_dir: str) -> None:
         self.pin_dir = pin_dir

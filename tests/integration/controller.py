@@ -63,8 +63,9 @@ class Controller:
 
     def wait_attached(self, timeout: float = 90) -> None:
         deadline = time.monotonic() + timeout
+        assert self.proc is not None, "start() first"
         while time.monotonic() < deadline:
-            if self.proc is not None and self.proc.poll() is not None:
+            if self.proc.poll() is not None:
                 raise AssertionError(f"accel run exited {self.proc.returncode}:\n{self.log()}")
             if PinnedMaps.exists(self.pin_dir):
                 st = self.status()

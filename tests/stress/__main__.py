@@ -50,6 +50,19 @@ def _row(name: str, out: Outcome, seconds: float) -> dict[str, Any]:
     }
 
 
+def _injected(rows: list[dict[str, Any]]) -> dict[str, int]:
+    """What the run did to the datapath on purpose, by kind."""
+    out = {"resets_mid_transfer": 0, "controller_kill_down_upgrade": 0, "receiver_pauses": 0, "sockhash_full_rejections": 0, "cpu_hog_runs": 0}
+    for r in rows:
+        f = r["facts"]
+        out["resets_mid_transfer"] += r["aborted_on_purpose"]
+        out["controller_kill_down_upgrade"] += f.get("controller_actions", 0)
+        out["receiver_pauses"] += 2 if r["scenario"] == "slow_receiver" and f else 0
+        out["sockhash_full_rejections"] += f.get("insert_failed", 0)
+        out["cpu_hog_runs"] += 1 if "cpu_hogs" in f else 0
+    return out
+
+
 def _table(rows: list[dict[str, Any]]) -> Table:
     t = Table(title="accel torture")
     cols = ["scenario", "connections", "bytes_verified", "lost", "reordered", "duplicated", "corrupted", "misdelivered", "stalled", "faults", "seconds"]
@@ -122,6 +135,7 @@ def main(profile: str, repeat: int, only: tuple[str, ...], seed: int | None, jso
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "controller_counters": final,
         "totals": {
+            "faults_injected": _injected(rows),
             "connections": sum(r["connections"] for r in rows),
             "bytes_verified": sum(r["bytes_verified"] for r in rows),
             "faults": sum(r["faults"] for r in rows),
@@ -133,6 +147,7 @@ def main(profile: str, repeat: int, only: tuple[str, ...], seed: int | None, jso
         for e in r["errors"][:5]:
             console.print(f"  {r['scenario']}: {e}")
     t = report["totals"]
+    console.print(f"faults injected: {t['faults_injected']}")
     console.print(
         f"{t['connections']} connections, {t['bytes_verified']} bytes verified, {t['faults']} faults; "
         f"redirected {final.get('redirected_bytes', 0)} bytes; peak RSS {report['peak_rss_mib']} MiB; seed {seed}"

@@ -1,0 +1,170 @@
+"""The benchmark harness's own logic, without root: parsing each tool's real
+output (recorded in bench_samples/), statistics, and the report and plots."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from benchmarks import parse, report
+from benchmarks.profiles import PROFILES
+from benchmarks.stats import ratio, summarize
+
+SAMPLES = os.path.join(os.path.dirname(__file__), "bench_samples")
+
+
+def sample(name: str) -> str:
+    with open(os.path.join(SAMPLES, name)) as f:
+        return f.read()
+
+
+def test_iperf3_json():
+    m = parse.iperf3(sample("iperf3.json"))
+    assert m["gbit_per_s"] > 0.1 and m["bytes"] > 1e6 and 0.9 < m["seconds"] < 1.2
+
+
+def test_iperf3_error_and_garbage_are_refused():
+    with pytest.raises(parse.ParseError, match="unable to connect"):
+        parse.iperf3('{"start": {}, "error": "unable to connect to server"}')
+    with pytest.raises(parse.ParseError):
+        parse.iperf3("iperf3: error - unable to send control message")
+
+
+def test_sockperf_percentiles():
+    m = parse.sockperf(sample("sockperf.txt"))
+    assert 0 < m["p50_us"] <= m["p99_us"] <= m["p999_us"]
+    assert m["count"] > 100 and m["mean_us"] > 0
+    with pytest.raises(parse.ParseError):
+        parse.sockperf("sockperf: usage: ...")
+
+
+def test_redis_benchmark_csv():
+    m = parse.redis_benchmark(sample("redis.csv"))
+    assert set(m) == {"set_rps", "get_rps"} and m["set_rps"] > 1000
+    with pytest.raises(parse.ParseError):
+        parse.redis_benchmark("Could not connect to Redis at 10.0.0.1:6379: Connection refused\n")
+
+
+def test_wrk_rate_and_latency_units():
+    m = parse.wrk(sample("wrk.txt"))
+    assert m["requests_per_s"] > 1000
+    assert m["p50_us"] == pytest.approx(128.0) and m["p99_us"] == pytest.approx(1180.0)  # "1.18ms"
+    with pytest.raises(parse.ParseError, match="Socket errors"):
+        parse.wrk(sample("wrk.txt") + "  Socket errors: connect 0, read 3, write 0, timeout 0\n")
+
+
+def test_loadgen_json_line():
+    assert parse.loadgen('ready\n{"bytes": 10, "seconds": 1.0, "gbit_per_s": 8e-08}\n')["bytes"] == 10
+    with pytest.raises(parse.ParseError):
+        parse.loadgen("connect: Connection refused")
+
+
+def test_summary_of_known_values():
+    s = summarize([5.0, 1.0, 3.0, 2.0, 4.0])
+    assert (s.n, s.median, s.min, s.max, s.p25, s.p75) == (5, 3.0, 1.0, 5.0, 2.0, 4.0)
+    assert s.spread_pct == pytest.approx(100 * 2 / 3)
+    one = summarize([7.0, float("nan")])
+    assert one.n == 1 and one.median == 7.0
+    with pytest.raises(ValueError):
+        summarize([])
+
+
+@given(st.lists(st.floats(0.001, 1e9), min_size=1, max_size=30))
+def test_summary_orders_its_statistics(values):
+    s = summarize(values)
+    assert s.min <= s.p25 <= s.median <= s.p75 <= s.max
+
+
+def test_ratio():
+    assert ratio(summarize([2.0]), summarize([1.0])) == 2.0
+    assert ratio(None, summarize([1.0])) is None
+    assert ratio(summarize([1.0]), summarize([0.0])) is None
+
+
+def _raw():
+    def m(workload, mode, metrics, rep, error=None):
+        row = {"workload": workload, "mode": mode, "metrics": metrics, "repeat": rep, "redirected_bytes": 1 if mode == "accel" else 0}
+        if error:
+            row["error"] = error
+        return row
+
+    rows = []
+    for rep in range(3):
+        rows += [
+            m("pods/iperf3/stream 64 B x1", "plain", {"gbit_per_s": 0.2}, rep),
+            m("pods/iperf3/stream 64 B x1", "accel", {"gbit_per_s": 0.1}, rep),
+            m("pods/iperf3/stream 64 B x1", "unix", {"gbit_per_s": 0.3}, rep),
+            m("pods/iperf3/stream 1 MiB x1", "plain", {"gbit_per_s": 10.0}, rep),
+            m("pods/iperf3/stream 1 MiB x1", "accel", {"gbit_per_s": 30.0}, rep),
+            m("pods/latency/ping-pong 64 B", "plain", {"p50_us": 100.0, "p99_us": 200.0, "p999_us": 900.0}, rep),
+            m("pods/latency/ping-pong 64 B", "accel", {"p50_us": 80.0, "p99_us": 300.0, "p999_us": 800.0}, rep),
+            m("pods/redis/redis GET/SET -P 1", "plain", {"set_rps": 50000.0, "get_rps": 50000.0}, rep),
+            m("pods/redis/redis GET/SET -P 1", "accel", {}, rep, error="accelerated mode redirected nothing"),
+            m("pods/connrate/connect+64 B req/resp+close", "plain", {"per_s": 2000.0 + rep}, rep),
+            m("pods/connrate/connect+64 B req/resp+close", "accel", {"per_s": 1900.0 + rep}, rep),
+        ]
+    workloads = [
+        {"key": "pods/iperf3/stream 64 B x1", "metric": "gbit_per_s", "unit": "Gbit/s", "higher_is_better": True, "modes": ["plain", "accel", "unix"]},
+        {"key": "pods/iperf3/stream 1 MiB x1", "metric": "gbit_per_s", "unit": "Gbit/s", "higher_is_better": True, "modes": ["plain", "accel"]},
+        {"key": "pods/latency/ping-pong 64 B", "metric": "p50_us", "unit": "us", "higher_is_better": False, "modes": ["plain", "accel"]},
+        {"key": "pods/redis/redis GET/SET -P 1", "metric": "ops_per_s", "unit": "ops/s", "higher_is_better": True, "modes": ["plain", "accel"]},
+        {"key": "pods/connrate/connect+64 B req/resp+close", "metric": "per_s", "unit": "conn/s", "higher_is_better": True, "modes": ["plain", "accel"]},
+    ]
+    machine = {"cpu_model": "test cpu", "cores": 2, "memory_gib": 1, "kernel": "6.x", "accel_commit": "abc", "tools": {"iperf3": "3.12"}}
+    return {
+        "profile": "test",
+        "repeats": 3,
+        "seconds_per_measurement": 1,
+        "placement": "pinned",
+        "duration_s": 10,
+        "machine": machine,
+        "topologies": {"pods": "two pods"},
+        "workloads": workloads,
+        "measurements": rows,
+    }
+
+
+def test_verdicts_mark_losses_in_both_directions():
+    rows = {r["workload"]: r for r in report.verdicts(_raw())}
+    assert rows["stream 64 B x1"]["slower"] and rows["stream 64 B x1"]["ratio"] == pytest.approx(0.5)
+    assert not rows["stream 1 MiB x1"]["slower"] and rows["stream 1 MiB x1"]["ratio"] == pytest.approx(3.0)
+    assert not rows["ping-pong 64 B p50"]["slower"]  # 80 us < 100 us
+    assert rows["ping-pong 64 B p99"]["slower"]  # 300 us > 200 us: a loss although the ratio is above 1
+    assert rows["redis GET/SET -P 1 SET"]["ratio"] is None and rows["redis GET/SET -P 1 SET"]["failed"]["accel"]
+
+
+def test_markdown_report(tmp_path):
+    raw = _raw()
+    md = report.markdown(raw, [str(tmp_path / "x.png")])
+    assert "| stream 64 B x1 | Gbit/s | 0.20 ±0% | 0.10 ±0% | 0.30 ±0% | **0.50x SLOWER** |" in md
+    assert "| stream 1 MiB x1 | Gbit/s | 10.0 ±0% | 30.0 ±0% |  | 3.00x |" in md
+    assert "FAILED: accelerated mode redirected nothing" in md
+    assert "pods, stream 64 B x1: 0.50x of plain TCP" in md
+    assert "![x.png](x.png)" in md
+
+
+def test_plots_are_written(tmp_path):
+    made = report.plots(_raw(), str(tmp_path))
+    names = sorted(os.path.basename(p) for p in made)
+    assert names == ["latency_pods.png", "speedups.png", "throughput_pods.png"]
+    for p in made:
+        with open(p, "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_profiles_measure_each_mode_in_the_same_run():
+    full = PROFILES["full"]()
+    assert full.repeats >= 5
+    kinds = {w.name for w in full.workloads}
+    assert kinds == {"iperf3", "latency", "connrate", "redis", "nginx"}
+    assert {w.topology for w in full.workloads} == {"loopback", "pods", "sidecar"}
+    for w in full.workloads:
+        assert {"plain", "accel"} <= set(w.modes)
+    sizes = {w.params["size"] for w in full.workloads if w.name == "iperf3" and w.topology == "pods"}
+    assert sizes == {64, 256, 1024, 4096, 16384, 65536, 131072, 1 << 20}
+    assert {w.params["streams"] for w in full.workloads if w.name == "iperf3"} == {1, 4}
+    assert not math.isnan(len(PROFILES["quick"]().workloads))
