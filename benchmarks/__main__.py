@@ -39,8 +39,9 @@ def write_results(raw: dict, out_dir: str) -> tuple[str, list[str]]:
 @click.option("--tiny", "profile", flag_value="tiny", hidden=True, help="The harness's own test.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Results directory [benchmarks/results/<UTC time>-<profile>].")
 @click.option("--pin/--no-pin", default=True, show_default=True, help="Pin client to CPU 0 and server to CPU 1.")
+@click.option("--only", "only", multiple=True, help="Run only workloads whose key (topology/kind/label) contains this text.")
 @click.option("--report-only", type=click.Path(exists=True, file_okay=False), help="Rebuild report.md and plots from DIR/raw.json.")
-def main(profile: str, out_dir: str | None, pin: bool, report_only: str | None) -> None:
+def main(profile: str, out_dir: str | None, pin: bool, only: tuple[str, ...], report_only: str | None) -> None:
     console = Console(stderr=True)
     if report_only:
         with open(os.path.join(report_only, "raw.json")) as f:
@@ -51,16 +52,27 @@ def main(profile: str, out_dir: str | None, pin: bool, report_only: str | None) 
         console.print("benchmarks: needs root (it runs the accelerator and makes namespaces and cgroups) - run: sudo scripts/bench")
         sys.exit(77)
     prof = PROFILES[profile]()
+    if only:
+        prof.workloads = [w for w in prof.workloads if any(o in w.key for o in only)]
+        if not prof.workloads:
+            console.print(f"benchmarks: no workload matches {' or '.join(only)}; keys look like 'pods/iperf3/stream 16 KiB x1'")
+            sys.exit(64)
+        prof.topologies = tuple(t for t in prof.topologies if any(w.topology == t for w in prof.workloads))
     out_dir = out_dir or os.path.join(HERE, "results", time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + f"-{prof.name}")
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
     try:
         with Progress(*columns, console=console) as bar:
             task = bar.add_task("starting accel", total=harness.total_measurements(prof))
 
+            done = [0]
+
             def progress(what: str) -> None:
                 if bar.tasks[task].description != "starting accel":
                     bar.advance(task)
+                    done[0] += 1
                 bar.update(task, description=what[:70])
+                if not console.is_terminal and done[0] % 25 == 0:  # logs (CI): a line now and then
+                    console.print(f"[{done[0]}/{bar.tasks[task].total}] {what}")
 
             raw = harness.run(prof, pin, progress)
             bar.advance(task)

@@ -9,7 +9,7 @@ from .workloads import Settings, Workload, human_size
 TCP = ("plain", "accel")
 ALL = ("plain", "accel", "unix")
 STREAM_SIZES = (64, 256, 1 << 10, 4 << 10, 16 << 10, 64 << 10, 128 << 10, 1 << 20)
-LATENCY_SIZES = (64, 1 << 10, 4 << 10, 64 << 10)
+LATENCY_SIZES = (64, 1 << 10, 4 << 10, 65000)  # sockperf's largest TCP message is under 64 KiB
 
 
 @dataclass

@@ -65,7 +65,7 @@ def _fmt(v: float) -> str:
 
 def _cell(s: Summary | None, failed: list[str]) -> str:
     if s is None:
-        return f"FAILED: {failed[0][:60]}" if failed else "n/a"
+        return f"FAILED ({len(failed)}x, see below)" if failed else "n/a"
     spread = f" ±{s.spread_pct / 2:.0f}%" if s.n > 1 and not math.isnan(s.spread_pct) else ""
     note = f" ({len(failed)} failed)" if failed else ""
     return f"{_fmt(s.median)}{spread}{note}"

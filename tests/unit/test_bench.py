@@ -142,7 +142,7 @@ def test_markdown_report(tmp_path):
     md = report.markdown(raw, [str(tmp_path / "x.png")])
     assert "| stream 64 B x1 | Gbit/s | 0.20 ±0% | 0.10 ±0% | 0.30 ±0% | **0.50x SLOWER** |" in md
     assert "| stream 1 MiB x1 | Gbit/s | 10.0 ±0% | 30.0 ±0% |  | 3.00x |" in md
-    assert "FAILED: accelerated mode redirected nothing" in md
+    assert "FAILED (3x, see below)" in md and "[accel]: accelerated mode redirected nothing" in md
     assert "pods, stream 64 B x1: 0.50x of plain TCP" in md
     assert "![x.png](x.png)" in md
 
