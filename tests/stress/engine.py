@@ -30,6 +30,7 @@ from tests.netns_topology import socket_in
 from .records import Checker, Stream, Tally
 
 ECHO_BACKLOG = 4 << 20  # a server stops reading while this much echo is unsent
+IDLE_STALL_S = 20.0  # a connection with no byte moved for this long is stalled
 
 
 def io_size(rng: random.Random, top_bits: int = 20) -> int:
@@ -129,6 +130,7 @@ class _End:
         self.loop, self.sock = loop, sock
         self.events = 0
         self.closed = False
+        self.last_io = time.monotonic()  # progress marker for stall detection
 
     def want(self) -> int:
         raise NotImplementedError
@@ -327,24 +329,31 @@ class EventLoop:
             if time.monotonic() > deadline:
                 self._give_up()
                 break
+            now = time.monotonic()
             for key, mask in self.sel.select(0.2):
                 obj = key.data
                 if isinstance(obj, Listener):
                     self._accept(obj)
                 else:
+                    obj.last_io = now
                     obj.on_event(mask)
                     self._sync(obj)
+            # A stall is a connection on which nothing moves (both ends idle),
+            # not one that is merely slow: judge by progress, not by the clock.
+            idle = [e for e in self.ends if isinstance(e, _Client) and now - e.last_io > IDLE_STALL_S]
+            if idle:
+                self._give_up(idle)
             if progress:
                 progress(self.result)
         return self.result
 
-    def _give_up(self) -> None:
-        for end in list(self.ends):
+    def _give_up(self, ends: list[_End] | None = None) -> None:
+        for end in list(self.ends) if ends is None else ends:
+            self.ends.discard(end)
             if isinstance(end, _Client):
                 self.result.stalled += 1
                 self.result.errors.append(f"conn {end.conn_id}: stalled after {end.stream.produced} bytes sent, {end.checker.received} echoed")
             end.close()
-        self.ends.clear()
 
     def close(self) -> None:
         for end in list(self.ends):

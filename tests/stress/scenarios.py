@@ -82,10 +82,13 @@ def _delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
     return {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)}
 
 
-def _loop(ctx: Ctx, listeners: list[Listener], jobs: Iterator[Job], concurrency: int, seed: int) -> Result:
+def _loop(ctx: Ctx, listeners: list[Listener], jobs: Iterator[Job], concurrency: int, seed: int, deadline_s: float | None = None) -> Result:
+    """Run jobs; connections without progress for 20 s count as stalled, and
+    whatever is still open after ``deadline_s`` (a backstop) too."""
     loop = EventLoop(listeners, seed=seed)
     try:
-        return loop.run(jobs, concurrency, time.monotonic() + ctx.deadline_s, progress=lambda r: ctx.progress(f"{r.completed + r.aborted} done"))
+        deadline = time.monotonic() + (deadline_s or ctx.deadline_s)
+        return loop.run(jobs, concurrency, deadline, progress=lambda r: ctx.progress(f"{r.completed + r.aborted} done"))
     finally:
         loop.close()
         for lst in listeners:
@@ -386,7 +389,8 @@ def controller_churn(ctx: Ctx) -> Outcome:
             yield Job(ctx.a.ns, lst if i % 2 else lo, rng.randint(256 << 10, 4 << 20))
 
     def traffic() -> None:
-        box["r"] = _loop(ctx, [lst, lo], jobs(), 16, rng.getrandbits(32))
+        # Runs as long as the controller rounds take (about 15 s each), plus the backstop.
+        box["r"] = _loop(ctx, [lst, lo], jobs(), 16, rng.getrandbits(32), deadline_s=p.restart_rounds * 30 + ctx.deadline_s)
 
     t = threading.Thread(target=traffic)
     t.start()
