@@ -76,6 +76,7 @@ def run(settings: Settings) -> int:
     metrics: MetricsServer | None = None
     view = AgentView(kubernetes=settings.kubernetes)
     attached = None
+    guard: BacklogGuard | None = None
     wake = _Wake()
     stop: list[int] = []
 
@@ -143,14 +144,10 @@ def run(settings: Settings) -> int:
         log.info(
             "accelerating", cgroup=attached.cgroup, sockops_id=attached.sockops_id, redir_id=attached.redir_id, backlog_limit_mib=round(guard.limit / 2**20, 1)
         )
+        guard.start(settings.backlog_interval)
         next_scan = time.monotonic() + settings.rescan_interval
-        next_guard = time.monotonic()
         while not stop:
-            now = time.monotonic()
-            if now >= next_guard:
-                guard.check()
-                next_guard = now + settings.backlog_interval
-            timeout = max(0.0, min(next_scan, next_guard) - time.monotonic())
+            timeout = max(0.0, next_scan - time.monotonic())
             changed, woken = netlink.poll(timeout, [wake.rfd])
             if woken:
                 wake.drain()
@@ -164,6 +161,8 @@ def run(settings: Settings) -> int:
         return 0
     finally:
         view.ready = False
+        if guard is not None:
+            guard.stop()
         if kube is not None:
             kube.close()
         dp.detach()

@@ -26,6 +26,7 @@ import contextlib
 import ipaddress
 import socket
 import struct
+import threading
 import time
 from typing import Any
 
@@ -150,6 +151,28 @@ class BacklogGuard:
             maps.set_guard_active(len(listed))
         self.listed = self._forget_closed()
         return self.listed
+
+    def start(self, interval: float) -> None:
+        """Check every ``interval`` seconds in a thread of its own, so that a
+        scan of many namespaces never delays the endpoint loop (and setns for
+        sock_diag changes only this thread's namespace)."""
+        self._stop = threading.Event()
+
+        def loop() -> None:
+            while not self._stop.wait(interval):
+                try:
+                    self.check()
+                except Exception as exc:  # keep guarding; say why this round failed
+                    self.log.warning("backlog check failed; retrying", error=f"{type(exc).__name__}: {exc}"[:300])
+                    self._stop.wait(1.0)
+
+        self._thread = threading.Thread(target=loop, name="backlog-guard", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if getattr(self, "_thread", None) is not None:
+            self._stop.set()
+            self._thread.join(5)
 
     def _forget_closed(self) -> int:
         """Drop listed keys whose socket left the sockhash (closed)."""

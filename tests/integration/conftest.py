@@ -47,6 +47,15 @@ def accel_env(tmp_path_factory):
             ctl.close()
 
 
+@pytest.fixture(autouse=True)
+def _module_controller_log_on_failure(request):
+    """A failed test that used the module's controller shows that log too."""
+    yield
+    if "accel_env" in request.fixturenames and _failed(request):
+        ctl = request.getfixturevalue("accel_env")
+        print(f"--- accel run log (last 5000 chars) ---\n{ctl.log()}")
+
+
 @pytest.fixture
 def fresh_env(tmp_path, request):
     """A controller of the test's own (not started): lifecycle tests drive it.
