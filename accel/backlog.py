@@ -23,13 +23,17 @@ largest receive buffer (net.ipv4.tcp_rmem max), at least 4 MiB.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import ipaddress
+import os
 import socket
 import struct
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
+from .endpoints.netlink import SO_NETNS_COOKIE
 from .maps import PinnedMaps, SockEntry, SockKey
 
 INET_DIAG_SKMEMINFO = 7
@@ -64,32 +68,67 @@ def _norm(addr: str) -> str:
     return str(ip)
 
 
-def full_receivers(netns_path: str | None, limit: int) -> list[tuple[str, int, str, int, int]]:
+_libc = ctypes.CDLL(None, use_errno=True)
+CLONE_NEWNET = 0x40000000
+
+
+@contextlib.contextmanager
+def _in_netns(path: str) -> Iterator[None]:
+    """This thread (only) in the namespace at ``path``, then back. Plain
+    setns(2): no fork, never creates a namespace (pyroute2's helpers do both,
+    and keep one process-wide stack, unsafe beside the main thread)."""
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        target = os.open(path, os.O_RDONLY)
+        try:
+            if _libc.setns(target, CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), f"setns {path}")
+        finally:
+            os.close(target)
+        try:
+            yield
+        finally:
+            if _libc.setns(home, CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), "setns back to the controller's namespace")
+    finally:
+        os.close(home)
+
+
+def _netns_cookie() -> int:
+    with socket.socket() as s:
+        return int.from_bytes(s.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8), "little")
+
+
+def full_receivers(limit: int) -> list[tuple[str, int, str, int, int]]:
     """(local, lport, remote, rport, queued bytes) of established TCP sockets
-    in a namespace whose receive memory exceeds ``limit``."""
+    of the current namespace whose receive memory exceeds ``limit``."""
     from pyroute2 import DiagSocket
-    from pyroute2 import netns as pr_netns
 
     out = []
-    entered = False
-    try:
-        if netns_path and netns_path != "/proc/self/ns/net":
-            pr_netns.pushns(netns_path)
-            entered = True
-        with DiagSocket() as ds:
-            ds.bind()
-            for family in (socket.AF_INET, socket.AF_INET6):
-                for msg in ds.get_sock_stats(family=family, states=1 << TCP_ESTABLISHED, extensions=1 << (INET_DIAG_SKMEMINFO - 1)):
-                    raw = msg.get_attr("INET_DIAG_SKMEMINFO")
-                    if not raw:
-                        continue
-                    rmem = struct.unpack_from("<I", bytes.fromhex(raw.replace(":", "")) if isinstance(raw, str) else raw)[0]
-                    if rmem > limit:
-                        out.append((_norm(msg["idiag_src"]), msg["idiag_sport"], _norm(msg["idiag_dst"]), msg["idiag_dport"], rmem))
-    finally:
-        if entered:
-            pr_netns.popns()
+    with DiagSocket() as ds:
+        ds.bind()
+        for family in (socket.AF_INET, socket.AF_INET6):
+            for msg in ds.get_sock_stats(family=family, states=1 << TCP_ESTABLISHED, extensions=1 << (INET_DIAG_SKMEMINFO - 1)):
+                raw = msg.get_attr("INET_DIAG_SKMEMINFO")
+                if not raw:
+                    continue
+                rmem = struct.unpack_from("<I", bytes.fromhex(raw.replace(":", "")) if isinstance(raw, str) else raw)[0]
+                if rmem > limit:
+                    out.append((_norm(msg["idiag_src"]), msg["idiag_sport"], _norm(msg["idiag_dst"]), msg["idiag_dport"], rmem))
     return out
+
+
+def scan_namespaces(limit: int) -> dict[tuple[int, str, int, str, int], int]:
+    """Receivers over ``limit`` in every namespace, keyed with the cookie."""
+    from .endpoints.netlink import namespace_paths
+
+    found: dict[tuple[int, str, int, str, int], int] = {}
+    for path in namespace_paths().values():
+        with contextlib.suppress(OSError), _in_netns(path):
+            cookie = _netns_cookie()
+            for local, lport, remote, rport, queued in full_receivers(limit):
+                found[(cookie, local, lport, remote, rport)] = queued
+    return found
 
 
 class BacklogGuard:
@@ -116,13 +155,7 @@ class BacklogGuard:
         if mem - then < self.limit // 2 and now - when < 1.0:
             return self.listed
         self._last_scan = (now, mem)
-        from .endpoints.netlink import namespace_cookie_paths
-
-        found: dict[tuple, int] = {}
-        for cookie, path in namespace_cookie_paths().items():
-            with contextlib.suppress(OSError):
-                for local, lport, remote, rport, queued in full_receivers(path, self.limit):
-                    found[(cookie, local, lport, remote, rport)] = queued
+        found = scan_namespaces(self.limit)
         if not found:
             self.listed = self._forget_closed() if self.listed else 0
             return self.listed
