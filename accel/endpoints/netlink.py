@@ -13,6 +13,7 @@ import contextlib
 import os
 import select
 import socket
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -87,6 +88,7 @@ class _Watched:
     def __init__(self, ns: NamespaceId, path: str) -> None:
         self.ns = ns
         self.path = path
+        self.born = time.monotonic()
         self.ipr = IPRoute(netns=path) if path != "/proc/self/ns/net" else IPRoute()
         self.ipr.bind(groups=RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR)
         self.addrs: set[str] = set()
@@ -114,6 +116,7 @@ class NetlinkEndpoints:
         self.log = log
         self.all_namespaces = all_namespaces
         self._watched: dict[NamespaceId, _Watched] = {}
+        self._rescans = 0
 
     def addresses(self) -> dict[NamespaceId, set[str]]:
         return {ns: set(w.addrs) for ns, w in self._watched.items()}
@@ -131,6 +134,20 @@ class NetlinkEndpoints:
                 self._watched.pop(ns).close()
                 self.log.info("namespace gone", netns=f"{ns[0]}:{ns[1]}")
                 changed = True
+        # An address event that lands while a dump is running is consumed by
+        # the dump's reader and never seen as an event (CI caught a namespace
+        # whose second address came during its first dump). So dump again:
+        # namespaces watched for under 5 s (being set up) on every rescan, all
+        # of them every 10th rescan as a safety net.
+        self._rescans += 1
+        now = time.monotonic()
+        for ns, w in list(self._watched.items()):
+            if ns in current and (now - w.born < 5.0 or self._rescans % 10 == 0):
+                try:
+                    before = set(w.addrs)
+                    changed = (w.dump() != before) or changed
+                except Exception as exc:
+                    self.log.debug("namespace dump failed", path=w.path, error=str(exc))
         for ns, path in current.items():
             if ns in self._watched:
                 continue
