@@ -34,7 +34,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from .endpoints.netlink import SO_NETNS_COOKIE
-from .maps import PinnedMaps, SockEntry, SockKey
+from .maps import PinnedMaps, SockEntry
 
 INET_DIAG_SKMEMINFO = 7
 TCP_ESTABLISHED = 1
@@ -136,7 +136,6 @@ class BacklogGuard:
         self.pin_dir = pin_dir
         self.limit = limit
         self.log = log
-        self.guarded_total = 0  # receivers listed since start
         self.listed = 0  # receivers listed now
         self._last_scan = (0.0, 0)  # (when, node TCP memory then)
 
@@ -159,21 +158,19 @@ class BacklogGuard:
         if not found:
             self.listed = self._forget_closed() if self.listed else 0
             return self.listed
+        by_tuple: dict[tuple[str, int, str, int], list[tuple[int, int]]] = {}
+        for (cookie, local, lport, remote, rport), queued in found.items():
+            by_tuple.setdefault((local, lport, remote, rport), []).append((cookie, queued))
         with PinnedMaps(self.pin_dir) as maps:
             listed = {bytes(k) for k in maps.guarded()}
             for key in maps.socket_keys():
                 e = SockEntry.from_key(key)
                 # Loopback-like keys carry their namespace's cookie; others are
                 # unique on the node (ambiguous addresses are never inserted).
-                hit = None
-                for (cookie, local, lport, remote, rport), queued in found.items():
-                    if (local, lport, remote, rport) == (e.local, e.local_port, e.remote, e.remote_port) and (e.netns in (0, cookie)):
-                        hit = queued
-                        break
+                hit = next((q for c, q in by_tuple.get((e.local, e.local_port, e.remote, e.remote_port), []) if e.netns in (0, c)), None)
                 if hit is not None and bytes(key) not in listed:
                     maps.guard(key)
                     listed.add(bytes(key))
-                    self.guarded_total += 1
                     self.log.warning(
                         "receiver holds more than TCP would; its peer moves to TCP",
                         receiver=f"{e.local}:{e.local_port}",
@@ -224,4 +221,4 @@ class BacklogGuard:
             return keep
 
 
-__all__ = ["BacklogGuard", "SockKey", "default_limit", "tcp_memory_bytes"]
+__all__ = ["BacklogGuard", "default_limit", "tcp_memory_bytes"]

@@ -208,7 +208,7 @@ class PinnedMaps:
 
     # sockets
     def sockets(self) -> list[SockEntry]:
-        return [SockEntry.from_key(k) for k in libbpf.map_keys(self.fds["sock_hash"], SockKey)]
+        return [SockEntry.from_key(k) for k in self.socket_keys()]
 
     def socket_count(self) -> int:
         return sum(1 for _ in libbpf.map_keys(self.fds["sock_hash"], SockKey))

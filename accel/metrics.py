@@ -97,19 +97,19 @@ class DatapathCollector(Collector):
             c.add_metric([], float(value))
             return c
 
+        def by_reason(name: str, doc: str, prefix: str, reasons: Iterable[str]) -> CounterMetricFamily:
+            c = CounterMetricFamily(name, doc, labels=["reason"])
+            for r in reasons:
+                c.add_metric([r], float(stats[prefix + r]))
+            return c
+
         yield counter("accel_established", "ESTABLISHED callbacks seen by sockops", stats["established"])
         yield counter("accel_inserted_sockets", "Sockets put into the fast path", stats["inserted"])
         yield counter("accel_insert_failures", "Sockets that could not be inserted (map full, key present)", stats["insert_failed"])
-        skipped = CounterMetricFamily("accel_skipped_sockets", "Sockets left on TCP at ESTABLISHED, by reason", labels=["reason"])
-        for r in SKIP_REASONS:
-            skipped.add_metric([r], float(stats[f"skipped_{r}"]))
-        yield skipped
+        yield by_reason("accel_skipped_sockets", "Sockets left on TCP at ESTABLISHED, by reason", "skipped_", SKIP_REASONS)
         yield counter("accel_redirected_messages", "sendmsg() calls redirected to the peer socket", stats["redirected_msgs"])
         yield counter("accel_redirected_bytes", "Bytes redirected to the peer socket", stats["redirected_bytes"])
-        fallback = CounterMetricFamily("accel_fallback_messages", "Messages sent through TCP by a fast-path socket, by reason", labels=["reason"])
-        for r in FALLBACK_REASONS:
-            fallback.add_metric([r], float(stats[f"fallback_{r}"]))
-        yield fallback
+        yield by_reason("accel_fallback_messages", "Messages sent through TCP by a fast-path socket, by reason", "fallback_", FALLBACK_REASONS)
         yield counter("accel_fallback_bytes", "Bytes of fallback messages", stats["fallback_bytes"])
 
 

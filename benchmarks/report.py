@@ -161,7 +161,6 @@ def plots(raw: dict[str, Any], out_dir: str) -> list[str]:
     by_topo: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for w in raw["workloads"]:
         by_topo[w["key"].split("/")[0]].append(w)
-    meas = {(m["workload"]): m for m in raw["measurements"]}
 
     # 1. Throughput against write size, per topology.
     for topo, ws in by_topo.items():
@@ -239,7 +238,6 @@ def plots(raw: dict[str, Any], out_dir: str) -> list[str]:
         fig.tight_layout()
         made.append(_save(fig, out_dir, "speedups.png"))
         plt.close(fig)
-    del meas
     return made
 
 

@@ -30,7 +30,6 @@ from .engine import EventLoop, Job, Listener, Result, io_size, run_blocking
 @dataclass
 class Profile:
     name: str
-    scale: float  # multiplies connection counts and volumes
     churn_conns: int
     churn_concurrency: int
     churn_max_bytes: int
@@ -41,8 +40,8 @@ class Profile:
     restart_rounds: int
 
 
-QUICK = Profile("quick", 1, 1500, 300, 256 << 10, 600, 4 << 20, 3, 8, 2)
-SOAK = Profile("soak", 1, 20000, 1000, 1 << 20, 5000, 32 << 20, 10, 32, 10)
+QUICK = Profile("quick", 1500, 300, 256 << 10, 600, 4 << 20, 3, 8, 2)
+SOAK = Profile("soak", 20000, 1000, 1 << 20, 5000, 32 << 20, 10, 32, 10)
 
 
 @dataclass
@@ -71,7 +70,8 @@ class Outcome:
 
 
 def _sizes(rng: random.Random, top: int) -> int:
-    return int(2 ** rng.uniform(0, top.bit_length() - 1))
+    """Log-uniform 1 B .. ``top``."""
+    return io_size(rng, top.bit_length() - 1)
 
 
 def _counters(ctx: Ctx) -> dict[str, int]:
@@ -481,4 +481,4 @@ SCENARIOS: dict[str, Callable[[Ctx], Outcome]] = {
     "dual_stack": dual_stack,
 }
 
-__all__ = ["QUICK", "SCENARIOS", "SOAK", "Ctx", "Outcome", "Profile", "io_size"]
+__all__ = ["QUICK", "SCENARIOS", "SOAK", "Ctx", "Outcome", "Profile"]
