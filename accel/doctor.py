@@ -60,8 +60,8 @@ def run_checks() -> list[Check]:
         for p in kernel.probe_features():
             checks.append(Check(p.name, p.ok, p.detail, "" if p.ok else f"needs {p.fix}"))
     else:
-        for name in ("BPF syscall", "sockhash map", "sk_msg program", "sk_storage map", "netns cookie helper (sockops, sk_msg)"):
-            checks.append(Check(name, False, "not probed: needs root", "run as root"))
+        for feature in kernel.FEATURES:
+            checks.append(Check(feature.name, False, "not probed: needs root", "run as root"))
     checks += [_cgroup2(), _bpffs(), _headers(), _bcc()]
     return checks
 

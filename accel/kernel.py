@@ -16,6 +16,7 @@ import os
 import platform
 import re
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import libbpf
@@ -144,14 +145,26 @@ def ensure_bpffs(pin_dir: str, mount_if_missing: bool = True) -> None:
         try:
             _mount("bpf", DEFAULT_BPFFS, "bpf")
         except OSError as exc:
-            raise BpffsError(
-                f"mount bpffs at {DEFAULT_BPFFS}: {exc.strerror} - the kernel needs CONFIG_BPF_SYSCALL; in a container, mount /sys/fs/bpf from the host"
-            ) from exc
+            if exc.errno in (errno.EPERM, errno.EACCES):
+                fix = f"this process may not mount (a container or a seccomp profile): mount it from the host (mount -t bpf bpf {DEFAULT_BPFFS}) and pass it in"
+            else:
+                fix = "the kernel needs CONFIG_BPF_SYSCALL (bpffs)"
+            raise BpffsError(f"mount bpffs at {DEFAULT_BPFFS}: {exc.strerror} - {fix}") from exc
         return
     raise BpffsError(f"pin directory {pin_dir}: {existing} is not on a bpf filesystem - use a path under a bpffs mount (mount -t bpf bpf {DEFAULT_BPFFS})")
 
 
 # --- features --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One kernel feature the datapath needs: how to probe it, and what to do
+    when it is missing."""
+
+    name: str
+    probe: Callable[[], bool]
+    fix: str
 
 
 @dataclass(frozen=True)
@@ -162,36 +175,41 @@ class Probe:
     fix: str
 
 
+# The requirements, in the order they are reported. Each is probed by loading
+# a tiny program or creating a tiny map, as libbpf does.
+FEATURES: list[Feature] = [
+    Feature(
+        "BPF syscall",
+        lambda: libbpf.probe_syscall() and libbpf.probe_prog_type(libbpf.PROG_TYPE_SOCK_OPS),
+        "a kernel with CONFIG_BPF_SYSCALL and CONFIG_CGROUP_BPF",
+    ),
+    Feature("sockhash map", lambda: libbpf.probe_map_type(libbpf.MAP_TYPE_SOCKHASH), "a kernel >= 4.18 with CONFIG_BPF_STREAM_PARSER"),
+    Feature("sk_msg program", lambda: libbpf.probe_prog_type(libbpf.PROG_TYPE_SK_MSG), "a kernel >= 4.17 with CONFIG_BPF_STREAM_PARSER"),
+    Feature("sk_storage map", lambda: libbpf.probe_map_type(libbpf.MAP_TYPE_SK_STORAGE), "a kernel >= 5.2"),
+    Feature(
+        "netns cookie helper (sockops, sk_msg)",
+        lambda: (
+            libbpf.probe_helper(libbpf.PROG_TYPE_SOCK_OPS, libbpf.FUNC_GET_NETNS_COOKIE)
+            and libbpf.probe_helper(libbpf.PROG_TYPE_SK_MSG, libbpf.FUNC_GET_NETNS_COOKIE)
+        ),
+        "a kernel >= 5.15 (bpf_get_netns_cookie in sockops and sk_msg)",
+    ),
+]
+
+
 def probe_features() -> list[Probe]:
     """Each kernel feature the datapath needs, probed by loading a tiny program."""
-    checks = [
-        (
-            "BPF syscall",
-            lambda: libbpf.probe_syscall() and libbpf.probe_prog_type(libbpf.PROG_TYPE_SOCK_OPS),
-            "a kernel with CONFIG_BPF_SYSCALL and CONFIG_CGROUP_BPF",
-        ),
-        ("sockhash map", lambda: libbpf.probe_map_type(libbpf.MAP_TYPE_SOCKHASH), "a kernel >= 4.18 with CONFIG_BPF_STREAM_PARSER"),
-        ("sk_msg program", lambda: libbpf.probe_prog_type(libbpf.PROG_TYPE_SK_MSG), "a kernel >= 4.17 with CONFIG_BPF_STREAM_PARSER"),
-        ("sk_storage map", lambda: libbpf.probe_map_type(libbpf.MAP_TYPE_SK_STORAGE), "a kernel >= 5.2"),
-        (
-            "netns cookie helper (sockops, sk_msg)",
-            lambda: (
-                libbpf.probe_helper(libbpf.PROG_TYPE_SOCK_OPS, libbpf.FUNC_GET_NETNS_COOKIE)
-                and libbpf.probe_helper(libbpf.PROG_TYPE_SK_MSG, libbpf.FUNC_GET_NETNS_COOKIE)
-            ),
-            "a kernel >= 5.15 (bpf_get_netns_cookie in sockops and sk_msg)",
-        ),
-    ]
     out = []
-    for name, fn, fix in checks:
+    for feature in FEATURES:
+        fix = feature.fix
         try:
-            ok = bool(fn())
+            ok = bool(feature.probe())
             detail = "supported" if ok else "not supported by this kernel"
         except OSError as exc:
             ok, detail = False, f"refused: {exc.strerror}"
             if exc.errno in (errno.EPERM, errno.EACCES):
                 fix = PERMISSION_FIX
-        out.append(Probe(name, ok, detail, fix))
+        out.append(Probe(feature.name, ok, detail, fix))
     return out
 
 
@@ -205,8 +223,8 @@ def require_features() -> None:
         raise NotRootError(f"probe kernel {kernel_release()}: BPF is not permitted to this process ({denied[0].detail}) - run as {PERMISSION_FIX}")
     missing = [p for p in probes if not p.ok]
     if missing:
-        names = ", ".join(p.name for p in missing)
-        raise KernelError(f"probe kernel {kernel_release()}: missing {names} - needs {missing[0].fix}")
+        what = "; ".join(f"{p.name} (needs {p.fix})" for p in missing)
+        raise KernelError(f"probe kernel {kernel_release()}: missing {what} - run on such a kernel; `accel doctor` lists every requirement")
 
 
 # --- kernel headers for bcc ------------------------------------------------

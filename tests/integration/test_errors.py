@@ -6,9 +6,14 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
+import uuid
 
 import pytest
 
+from accel import kernel
+
+from . import hostile
 from .controller import ACCEL
 from .test_lifecycle import cgroup_sockops
 
@@ -89,6 +94,52 @@ def test_bad_map_size(fresh_env, size):
     res = run_accel(*private_args(fresh_env), "run", "--cgroup", fresh_env.cgroup, "--sockhash-size", size)
     assert res.returncode != 0 and "Traceback" not in res.stderr
     assert "sockhash-size" in res.stderr
+
+
+@pytest.mark.skipif(not hostile.SUPPORTED, reason="the seccomp filter is written for x86_64")
+def test_bpffs_that_cannot_be_mounted(fresh_env):
+    """No bpffs at /sys/fs/bpf and mount(2) refused, as in a container with
+    the runtime's default seccomp profile: one line naming the step and the
+    fix, and nothing attached."""
+    ctl = fresh_env
+    pin_dir = f"{kernel.DEFAULT_BPFFS}/accel-test-{uuid.uuid4().hex[:8]}"
+    res = run_accel("--pin-dir", pin_dir, "--state-dir", ctl.state_dir, "run", "--cgroup", ctl.cgroup, preexec_fn=hostile.no_bpffs_and_no_mount)
+    assert_clean_error(res, f"mount bpffs at {kernel.DEFAULT_BPFFS}", "Operation not permitted", "mount it from the host")
+    assert res.returncode == 69
+    assert not os.path.exists(pin_dir)
+    assert cgroup_sockops(ctl.cgroup) == []
+
+
+# A kernel without one of the features: the real CLI, with one probe replaced
+# by one this kernel really fails (a helper id no kernel has; the verifier
+# answers "invalid func"), so the verdict comes from the kernel, not from us.
+LACKING_KERNEL = """
+import sys
+from accel import cli, kernel, libbpf
+i = [f.name for f in kernel.FEATURES].index(sys.argv.pop(1))
+kernel.FEATURES[i] = kernel.Feature(kernel.FEATURES[i].name, lambda: libbpf.probe_helper(libbpf.PROG_TYPE_SK_MSG, 9999), kernel.FEATURES[i].fix)
+sys.argv[0] = "accel"
+cli.main()
+"""
+
+
+@pytest.mark.parametrize(
+    ("feature", "fix"),
+    [("sockhash map", "CONFIG_BPF_STREAM_PARSER"), ("netns cookie helper (sockops, sk_msg)", "bpf_get_netns_cookie in sockops and sk_msg")],
+)
+def test_kernel_without_a_feature(fresh_env, feature, fix):
+    ctl = fresh_env
+    lacking = [sys.executable, "-c", LACKING_KERNEL, feature, *private_args(ctl)]
+    res = subprocess.run([*lacking, "run", "--cgroup", ctl.cgroup], capture_output=True, text=True, timeout=60)
+    assert_clean_error(res, f"missing {feature} (needs", fix, "accel doctor")
+    assert res.returncode == 69
+    assert not os.path.exists(ctl.pin_dir)
+    assert cgroup_sockops(ctl.cgroup) == []
+    res = subprocess.run([*lacking, "doctor", "--json"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 1, res.stderr
+    checks = {c["name"]: c for c in json.loads(res.stdout)["checks"]}
+    assert checks[feature]["ok"] is False and fix in checks[feature]["fix"]
+    assert [name for name, c in checks.items() if not c["ok"]] == [feature]
 
 
 def test_verifier_rejection_shows_the_log_and_leaves_nothing(fresh_env):
