@@ -125,7 +125,7 @@ def main(profile: str, repeat: int, only: tuple[str, ...], seed: int | None, jso
             final = ctl.counters()
         finally:
             ctl.close()
-    report = {
+    report: dict[str, Any] = {
         "profile": prof.name,
         "seed": seed,
         "repeat": repeat,

@@ -22,7 +22,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from tests.netns_topology import socket_in
@@ -347,7 +347,7 @@ class EventLoop:
                 progress(self.result)
         return self.result
 
-    def _give_up(self, ends: list[_End] | None = None) -> None:
+    def _give_up(self, ends: Sequence[_End] | None = None) -> None:
         for end in list(self.ends) if ends is None else ends:
             self.ends.discard(end)
             if isinstance(end, _Client):

@@ -263,7 +263,7 @@ def slow_receiver(ctx: Ctx) -> Outcome:
     Plain TCP is measured in the same run for comparison."""
     res = Result()
     before = _counters(ctx)
-    facts = {"accelerated": _stall_and_resume(ctx, ctx.profile.pause_s, res)}
+    facts: dict[str, Any] = {"accelerated": _stall_and_resume(ctx, ctx.profile.pause_s, res)}
     facts["fallback_backlog"] = _counters(ctx)["fallback_backlog"] - before["fallback_backlog"]
     with _outside(ctx):
         facts["plain"] = _stall_and_resume(ctx, ctx.profile.pause_s, Result())
