@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import kernel, libbpf
-from .errors import AttachError, BpffsError, CompileError, NotRunningError, SettingsError, VerifierError
-from .maps import PinnedMaps
+from .errors import AttachError, BpffsError, CompileError, LayoutError, NotRunningError, SettingsError, VerifierError
+from .maps import PinnedMaps, layout_mismatches
 from .settings import Settings
 from .stderr_capture import capture_fd2
 
@@ -77,6 +77,7 @@ class Datapath:
         if self.headers.kind == "distribution":
             os.environ["BCC_KERNEL_SOURCE"] = self.headers.path
         self._make_pin_dir()
+        self._replace_outdated_pins()
         self.sizes = self._pinned_sizes()
         cflags = [
             f"-I{BPF_DIR}",
@@ -149,6 +150,31 @@ class Datapath:
         except OSError as exc:
             raise BpffsError(f"create pin directory {self.settings.pin_dir}: {exc.strerror}") from exc
         os.chmod(self.settings.pin_dir, 0o700)
+
+    def _replace_outdated_pins(self) -> None:
+        """An upgrade that changed a map's layout: unpin the old map so that
+        this version creates its own. Programs that use the old map keep it
+        alive (a socket keeps the sk_msg program it was inserted with), so
+        connections accelerated before the upgrade run on untouched. The one
+        map that cannot be swapped under live sockets is the sockhash."""
+        for m in layout_mismatches(self.settings.pin_dir):
+            path = os.path.join(self.settings.pin_dir, m.name)
+            if m.name == "sock_hash":
+                live = _sockhash_count(path)
+                if live:
+                    raise LayoutError(
+                        f"upgrade: the pinned socket map {path} has another layout ({m.describe()}) and still holds {live} sockets - "
+                        "let those connections close and run `accel down` (or `accel down --force`, which purges their unread bytes), "
+                        "then start this version"
+                    )
+                if self.cgroup is not None:  # a crashed older run may still feed it
+                    detach_all_sockops(self.settings, self.cgroup)
+            os.unlink(path)
+            self.log.warning(
+                "replaced a pinned map made by another accel version",
+                change=m.describe(),
+                note="its counters restart from zero" if m.name == "stats" else "connections accelerated before keep the old one",
+            )
 
     def _pinned_sizes(self) -> dict[str, int]:
         wanted = {"sock_hash": self.settings.sockhash_size, "endpoints": self.settings.endpoints_size}
@@ -256,6 +282,14 @@ def detach_all_sockops(settings: Settings, cgroup: str) -> list[int]:
     finally:
         os.close(cg_fd)
     return ids
+
+
+def _sockhash_count(path: str) -> int:
+    fd = libbpf.obj_get(path)
+    try:
+        return libbpf.map_count(fd)
+    finally:
+        os.close(fd)
 
 
 def remove_pins(settings: Settings, force: bool = False) -> int:

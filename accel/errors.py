@@ -72,3 +72,9 @@ class AlreadyRunningError(AccelError):
 
 class NotRunningError(AccelError):
     pass
+
+
+class LayoutError(AccelError):
+    """Pinned maps made by another version of accel that cannot be reused."""
+
+    exit_code = 69  # EX_UNAVAILABLE

@@ -17,6 +17,7 @@ from typing import Any
 
 # enum bpf_map_type / bpf_prog_type / bpf_attach_type / helper ids (uapi/linux/bpf.h)
 MAP_TYPE_HASH = 1
+MAP_TYPE_ARRAY = 2
 MAP_TYPE_PERCPU_ARRAY = 6
 MAP_TYPE_SOCKHASH = 18
 MAP_TYPE_SK_STORAGE = 24
@@ -79,6 +80,7 @@ class _Lib:
             u32p = ctypes.POINTER(ctypes.c_uint32)
             sigs = {
                 "bpf_obj_get": ([ctypes.c_char_p], c_int),
+                "bpf_obj_pin": ([c_int, ctypes.c_char_p], c_int),
                 "bpf_map_lookup_elem": ([c_int, vp, vp], c_int),
                 "bpf_map_update_elem": ([c_int, vp, vp, ctypes.c_uint64], c_int),
                 "bpf_map_delete_elem": ([c_int, vp], c_int),
@@ -117,6 +119,14 @@ def obj_get(path: str) -> int:
     return _check(_Lib.get().bpf_obj_get(path.encode()), f"open pin {path}")
 
 
+def obj_pin(fd: int, path: str) -> None:
+    _check(_Lib.get().bpf_obj_pin(fd, path.encode()), f"pin {path}")
+
+
+def map_create(map_type: int, key_size: int, value_size: int, max_entries: int) -> int:
+    return _check(_Lib.get().bpf_map_create(map_type, None, key_size, value_size, max_entries, None), "create map")
+
+
 def map_lookup(fd: int, key: Any, value: Any) -> bool:
     ret = _Lib.get().bpf_map_lookup_elem(fd, ctypes.byref(key), ctypes.byref(value))
     if ret == -errno.ENOENT:
@@ -149,6 +159,12 @@ def map_keys(fd: int, key_type: type) -> Iterator:
         _check(ret, "map iteration")
         yield nxt
         prev = nxt
+
+
+def map_count(fd: int) -> int:
+    """Number of keys in any map, whatever its key type (read from the map)."""
+    raw = ctypes.c_ubyte * int(map_info(fd)["key_size"])
+    return sum(1 for _ in map_keys(fd, raw))
 
 
 def prog_attach(prog_fd: int, target_fd: int, attach_type: int, flags: int = 0) -> None:
@@ -243,7 +259,7 @@ def possible_cpus() -> int:
 def probe_syscall() -> bool:
     """Create and drop a one-entry array: the plainest use of bpf(). Raises
     OSError (EPERM) where the kernel refuses BPF to this process."""
-    fd = _check(_Lib.get().bpf_map_create(2, None, 4, 4, 1, None), "bpf(BPF_MAP_CREATE)")
+    fd = _check(_Lib.get().bpf_map_create(MAP_TYPE_ARRAY, None, 4, 4, 1, None), "bpf(BPF_MAP_CREATE)")
     os.close(fd)
     return True
 

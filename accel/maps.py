@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass
 
 from . import libbpf
+from .errors import LayoutError
 
 U32x4 = ctypes.c_uint32 * 4
 
@@ -79,6 +80,52 @@ MIRRORS: dict[str, type[ctypes.Structure]] = {
     "sock_state": SockState,
     "stats": Stats,
 }
+
+
+# What each pinned map must be for this version: (type, key size, value size).
+# bcc reuses a pinned map without comparing it with the program's view, so a
+# map pinned by another version is found here, before anything is loaded.
+LAYOUTS: dict[str, tuple[int, int, int]] = {
+    "sock_hash": (libbpf.MAP_TYPE_SOCKHASH, ctypes.sizeof(SockKey), 4),
+    "endpoints": (libbpf.MAP_TYPE_HASH, ctypes.sizeof(EndpointKey), ctypes.sizeof(EndpointValue)),
+    "stats": (libbpf.MAP_TYPE_PERCPU_ARRAY, 4, ctypes.sizeof(Stats)),
+    "backlog_guard": (libbpf.MAP_TYPE_HASH, ctypes.sizeof(SockKey), 4),
+    "guard_active": (libbpf.MAP_TYPE_ARRAY, 4, 4),
+}
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    name: str
+    pinned: tuple[int, int, int]
+    wanted: tuple[int, int, int]
+
+    def describe(self) -> str:
+        fields = ("type", "key", "value")
+        diff = [f"{f} {p} here, {w} in this version" for f, p, w in zip(fields, self.pinned, self.wanted, strict=True) if p != w]
+        return f"{self.name}: " + ", ".join(diff)
+
+
+def layout_of(fd: int) -> tuple[int, int, int]:
+    info = libbpf.map_info(fd)
+    return int(info["type"]), int(info["key_size"]), int(info["value_size"])
+
+
+def layout_mismatches(pin_dir: str) -> list[Mismatch]:
+    """Pinned maps of ``pin_dir`` whose type or sizes differ from this version's."""
+    out = []
+    for name, wanted in LAYOUTS.items():
+        path = os.path.join(pin_dir, name)
+        if not os.path.exists(path):
+            continue
+        fd = libbpf.obj_get(path)
+        try:
+            pinned = layout_of(fd)
+        finally:
+            os.close(fd)
+        if pinned != wanted:
+            out.append(Mismatch(name, pinned, wanted))
+    return out
 
 
 # --- address packing -------------------------------------------------------
@@ -171,6 +218,7 @@ class PinnedMaps:
     def __init__(self, pin_dir: str) -> None:
         self.pin_dir = pin_dir
         self.fds: dict[str, int] = {}
+        self._checked: set[str] = set()
 
     @staticmethod
     def exists(pin_dir: str) -> bool:
@@ -185,6 +233,17 @@ class PinnedMaps:
             raise
         return self
 
+    def _require(self, name: str, step: str) -> None:
+        """Refuse to read a map through this version's structs when another
+        version pinned it with a different layout."""
+        if name not in self._checked:
+            if layout_of(self.fds[name]) != LAYOUTS[name]:
+                raise LayoutError(
+                    f"{step}: {self.pin_dir}/{name} was pinned by another accel version - "
+                    "use that version's `accel`, or restart `accel run` of this one (it replaces the maps it can)"
+                )
+            self._checked.add(name)
+
     def __exit__(self, *exc: object) -> None:
         self.close()
 
@@ -195,6 +254,7 @@ class PinnedMaps:
 
     # stats
     def stats(self) -> dict[str, int]:
+        self._require("stats", "read counters")
         ncpu = libbpf.possible_cpus()
         values = (Stats * ncpu)()
         key = ctypes.c_uint32(0)
@@ -211,13 +271,14 @@ class PinnedMaps:
         return [SockEntry.from_key(k) for k in self.socket_keys()]
 
     def socket_count(self) -> int:
-        return sum(1 for _ in libbpf.map_keys(self.fds["sock_hash"], SockKey))
+        return libbpf.map_count(self.fds["sock_hash"])
 
     def map_sizes(self) -> dict[str, int]:
         return {name: int(libbpf.map_info(fd)["max_entries"]) for name, fd in self.fds.items()}
 
     # endpoints
     def endpoints(self) -> dict[str, EndpointValue]:
+        self._require("endpoints", "read endpoints")
         out = {}
         for key in libbpf.map_keys(self.fds["endpoints"], EndpointKey):
             val = EndpointValue()
@@ -226,18 +287,22 @@ class PinnedMaps:
         return out
 
     def set_endpoint(self, addr: str, policy: int, source: int) -> None:
+        self._require("endpoints", "write endpoints")
         libbpf.map_update(self.fds["endpoints"], endpoint_key(addr), EndpointValue(policy, source))
 
     def delete_endpoint(self, addr: str) -> bool:
+        self._require("endpoints", "delete endpoints")
         return libbpf.map_delete(self.fds["endpoints"], endpoint_key(addr))
 
     # backlog guard (pins made by this version; older pin dirs lack them)
     def _guard_fd(self, name: str) -> int:
         if name not in self.fds:
             self.fds[name] = libbpf.obj_get(os.path.join(self.pin_dir, name))
+            self._require(name, "backlog guard")
         return self.fds[name]
 
     def socket_keys(self) -> list[SockKey]:
+        self._require("sock_hash", "read sockets")
         return list(libbpf.map_keys(self.fds["sock_hash"], SockKey))
 
     def guarded(self) -> list[SockKey]:

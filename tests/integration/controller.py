@@ -64,16 +64,22 @@ class Controller:
     def wait_attached(self, timeout: float = 90) -> None:
         deadline = time.monotonic() + timeout
         assert self.proc is not None, "start() first"
+        last = ""
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise AssertionError(f"accel run exited {self.proc.returncode}:\n{self.log()}")
             if PinnedMaps.exists(self.pin_dir):
-                st = self.status()
-                run = st["run_state"]
-                if st["running_pid"] == self.proc.pid and run["pid"] == self.proc.pid and run["sockops_id"] in st["sockops_ids"]:
-                    return
+                # status may fail while the controller is still replacing
+                # pins of another version (test_upgrade): keep polling.
+                res = self.cli("status", "--json", check=False)
+                last = res.stderr
+                if res.returncode == 0:
+                    st = json.loads(res.stdout)
+                    run = st["run_state"]
+                    if st["running_pid"] == self.proc.pid and run["pid"] == self.proc.pid and run["sockops_id"] in st["sockops_ids"]:
+                        return
             time.sleep(0.1)
-        raise AssertionError(f"accel run did not attach within {timeout}s:\n{self.log()}")
+        raise AssertionError(f"accel run did not attach within {timeout}s (last status: {last}):\n{self.log()}")
 
     def log(self) -> str:
         try:
