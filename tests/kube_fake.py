@@ -44,6 +44,7 @@ class FakeKube:
         self.generation = 0  # bumped by expire_history: open watches end
         self.drop_watches = 0  # the next N watches are cut after one event
         self.silent_watches = 0  # the next N watches send headers, then nothing at all
+        self.failures: list[tuple[str, int, str]] = []  # (resource, code, reason): answer the next requests with a Status
         self.bookmark_interval = 0.3
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
@@ -130,6 +131,14 @@ class FakeKube:
                     fake.requests.append((resource or url.path, query))
                 if resource is None:
                     self._json(404, {"kind": "Status", "code": 404, "reason": "NotFound", "message": url.path})
+                    return
+                with fake.lock:
+                    failure = next((f for f in fake.failures if f[0] == resource), None)
+                    if failure:
+                        fake.failures.remove(failure)
+                if failure:
+                    _, code, reason = failure
+                    self._json(code, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code, "reason": reason, "message": f"{reason} (test)"})
                     return
                 node = query.get("fieldSelector", "").removeprefix("spec.nodeName=") or None
                 if query.get("watch") == "true":

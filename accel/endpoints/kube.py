@@ -191,7 +191,8 @@ class ListWatch:
                     self.relists += 1
                     need_list = True
                     continue
-                self._pause("api error", backoff, status=exc.status, reason=exc.reason)
+                hint = {401: "the service account token was refused", 403: "RBAC: apply manifests/clusterrole.yaml (get, list, watch on pods and namespaces)"}
+                self._pause("api error", backoff, status=exc.status, reason=exc.reason, **({"fix": hint[exc.status]} if exc.status in hint else {}))
                 backoff = min(backoff * 2, 30.0)
             except Exception as exc:  # connection reset, read timeout, bad JSON
                 self._pause("watch connection lost", backoff, error=f"{type(exc).__name__}: {exc}"[:300])

@@ -155,3 +155,59 @@ def test_no_event_is_missed_across_bookmarks_and_stream_restarts(fake, watcher):
     expected = {f"10.7.0.{int(n[1:]) + 1}": POLICY_ACCELERATE for n in live}
     wait_for(lambda: watcher.state.policies() == expected, "the watcher to hold exactly the server's pods")
     assert len(fake.watches("pods")) >= 2  # streams did restart
+
+
+def test_api_errors_back_off_then_recover(fake):
+    """A refused list (RBAC not applied yet, an overloaded API server) is
+    retried with growing pauses, never in a tight loop, and the watcher
+    becomes ready once the API answers."""
+    import time
+
+    from structlog.testing import capture_logs
+
+    cfg = client.Configuration(host=fake.url)
+    with capture_logs() as records:
+        w = KubeEndpoints(client.ApiClient(cfg), "node1", logmod.get("test"), notify=lambda: None, watch_timeout=2, read_timeout=5)
+        try:
+            fake.put("namespaces", namespace("default"))
+            fake.put("pods", pod("web", ips=("10.5.0.1",)))
+            fake.failures = [("pods", 403, "Forbidden"), ("pods", 503, "ServiceUnavailable"), ("pods", 500, "InternalError")]
+            started = time.monotonic()
+            w.start()
+            assert w.wait_ready(30)
+            # Three pauses of at least 0.5x of 0.5, 1 and 2 s (jittered) passed.
+            assert time.monotonic() - started >= 1.7
+            assert len(fake.lists("pods")) == 4 and w.pods.restarts == 3
+            assert w.state.policies() == {"10.5.0.1": POLICY_ACCELERATE}
+        finally:
+            w.close()
+    errors = [r for r in records if r["event"] == "api error; retrying"]
+    assert [r["status"] for r in errors] == [403, 503, 500]
+    assert "clusterrole" in errors[0]["fix"]
+    assert [r["retry_in"] for r in errors] == [0.5, 1.0, 2.0]
+
+
+def test_every_pod_event_is_logged_with_the_pod_bound(fake):
+    from structlog.testing import capture_logs
+
+    cfg = client.Configuration(host=fake.url)
+    with capture_logs() as records:
+        w = KubeEndpoints(client.ApiClient(cfg), "node1", logmod.get("test"), notify=lambda: None, watch_timeout=2, read_timeout=5)
+        try:
+            fake.put("namespaces", namespace("shop"))
+            w.start()
+            assert w.wait_ready(10)
+            cart = pod("cart", namespace="shop", ips=("10.6.0.1",))
+            fake.put("pods", cart)
+            cart["metadata"]["annotations"] = {OPT_OUT_KEY: "false"}
+            fake.put("pods", cart)
+            fake.delete("pods", cart)
+            wait_for(lambda: sum(r["event"] == "pod event" for r in records) >= 3, "three pod events logged")
+        finally:
+            w.close()
+    events = [(r["pod"], r["type"], r["ips"], r["opted_out"]) for r in records if r["event"] == "pod event"]
+    assert events == [
+        ("shop/cart", "ADDED", ["10.6.0.1"], False),
+        ("shop/cart", "MODIFIED", ["10.6.0.1"], True),
+        ("shop/cart", "DELETED", [], False),
+    ]
