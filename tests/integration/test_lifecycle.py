@@ -116,7 +116,8 @@ def test_restart_mid_transfer_loses_and_reorders_nothing(fresh_env):
     stream = Stream(*connected_pair("127.0.0.1")).start()
     seen = wait_redirected_more(ctl, 0)
 
-    assert ctl.stop() == 0
+    assert ctl.stop(signal.SIGINT) == 0  # Ctrl-C in the terminal
+    assert "signal=SIGINT" in ctl.log() or '"signal": "SIGINT"' in ctl.log()
     # Stopped: pins kept (the connection is in the map), no sockops attached,
     # and the live connection still goes through the fast path.
     assert PinnedMaps.exists(ctl.pin_dir)
