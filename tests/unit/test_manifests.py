@@ -63,3 +63,15 @@ def test_daemonset_shape():
     mounts = {m["mountPath"] for m in c["volumeMounts"]}
     assert {"/sys/fs/bpf", "/host/sys/fs/cgroup", "/lib/modules", "/usr/src"} <= mounts
     assert pod["terminationGracePeriodSeconds"] >= 10
+
+
+def test_every_configmap_setting_is_read_by_accel_run():
+    """A misspelt key would be ignored silently by the agent."""
+    from accel.cli import run
+
+    (cm,) = load("configmap.yaml")
+    envvars = {p.envvar for p in run.params if isinstance(getattr(p, "envvar", None), str)}
+    assert set(cm["data"]) <= envvars, set(cm["data"]) - envvars
+    (ds,) = load("daemonset.yaml")
+    (c,) = ds["spec"]["template"]["spec"]["containers"]
+    assert {"configMapRef": {"name": cm["metadata"]["name"]}} in c["envFrom"]
