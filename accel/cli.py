@@ -215,7 +215,10 @@ def collect_status(settings: Settings) -> dict[str, Any]:
 
 
 def _rows(checks: list[doctor.Check]) -> list[tuple[str, str, str, str]]:
-    return [(c.name, "[green]pass[/]" if c.ok else "[red]FAIL[/]", c.detail, c.fix) for c in checks]
+    def result(c: doctor.Check) -> str:
+        return "[red]FAIL[/]" if not c.ok else "[yellow]warn[/]" if c.warning else "[green]pass[/]"
+
+    return [(c.name, result(c), c.detail, c.fix) for c in checks]
 
 
 @main.command()

@@ -63,6 +63,9 @@ class Datapath:
         """Check everything we need before touching the kernel's state."""
         kernel.require_root("start the datapath")
         kernel.require_features()
+        fixed, why = kernel.sockmap_fixes(kernel.upstream_version())
+        if not fixed:
+            self.log.warning("this kernel may lack the sockmap data-loss fixes", detail=why)
         self.cgroup = kernel.resolve_cgroup(self.settings.cgroup, mount_if_missing=True)
         kernel.ensure_bpffs(self.settings.pin_dir)
         self.headers = kernel.find_headers()

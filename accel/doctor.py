@@ -16,6 +16,7 @@ class Check:
     ok: bool
     detail: str
     fix: str = ""
+    warning: bool = False  # passes, but the operator should know
 
 
 def _bcc() -> Check:
@@ -51,11 +52,20 @@ def _headers() -> Check:
         return Check("kernel headers", False, "none found", str(exc).split(" - ", 1)[-1])
 
 
+def _sockmap_fixes() -> Check:
+    fixed, why = kernel.sockmap_fixes(kernel.upstream_version())
+    name = "sockmap data-loss fixes"
+    if fixed:
+        return Check(name, True, why)
+    return Check(name, True, "missing" if fixed is False else "unknown", why, warning=True)
+
+
 def run_checks() -> list[Check]:
     is_root = os.geteuid() == 0 and kernel.has_admin_caps()
     detail = f"euid {os.geteuid()}" + ("" if kernel.has_admin_caps() else ", no CAP_SYS_ADMIN")
     checks = [Check("root", is_root, detail, "" if is_root else "run as root with CAP_BPF/CAP_SYS_ADMIN (sudo accel doctor)")]
     checks.append(Check("kernel", True, kernel.kernel_release()))
+    checks.append(_sockmap_fixes())
     if is_root:
         for p in kernel.probe_features():
             checks.append(Check(p.name, p.ok, p.detail, "" if p.ok else f"needs {p.fix}"))

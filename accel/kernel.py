@@ -33,6 +33,60 @@ def kernel_release() -> str:
     return platform.release()
 
 
+# --- known kernel bugs ----------------------------------------------------
+
+# Upstream stable releases that carry the sockmap data-loss and duplication
+# fixes (../shared/KERNEL-NOTES.md): the first fixed patch level per line.
+# Lines from 6.16 have them; every other line before 6.16 (6.8, 6.11, 6.13,
+# 6.14 among them) reached end of life without them.
+SOCKMAP_FIXED_IN = {(5, 15): 186, (6, 1): 142, (6, 6): 94, (6, 12): 34, (6, 15): 3}
+SOCKMAP_FIXED_LINE = (6, 16)
+
+
+def upstream_version(release: str | None = None, version: str | None = None, signature: str | None = None) -> tuple[int, int, int] | None:
+    """The upstream version this kernel is built from, or None when it cannot
+    be told. Distributions hide it: Debian's release is x.y.0-ABI-flavour
+    (the real version is in `uname -v`), Ubuntu's is x.y.0-ABI-flavour too
+    (the real one ends /proc/version_signature)."""
+    release = platform.release() if release is None else release
+    version = platform.version() if version is None else version
+    if signature is None:
+        try:
+            with open("/proc/version_signature") as f:
+                signature = f.read()
+        except OSError:
+            signature = ""
+    for pattern, text in ((r"(\d+)\.(\d+)\.(\d+)\s*$", signature), (r"Debian (\d+)\.(\d+)\.(\d+)", version)):
+        m = re.search(pattern, text.strip())
+        if m:
+            return int(m[1]), int(m[2]), int(m[3])
+    m = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?(.*)", release)
+    if not m:
+        return None
+    patch = int(m[3] or 0)
+    if patch == 0 and m[4].startswith("-"):
+        return None  # x.y.0-N-flavour: a distribution's ABI number, not the patch level
+    return int(m[1]), int(m[2]), patch
+
+
+def sockmap_fixes(version: tuple[int, int, int] | None) -> tuple[bool | None, str]:
+    """Whether a kernel of ``version`` carries the upstream sockmap data-loss
+    fixes: True, False, or None (unknown), with a sentence saying why."""
+    advice = "use 5.15.186+, 6.1.142+, 6.6.94+, 6.12.34+, 6.15.3+ or 6.16+ (a distribution kernel may have backported them: check its changelog)"
+    if version is None:
+        return None, f"the upstream version of this distribution kernel is unknown; {advice}"
+    line, patch = version[:2], version[2]
+    text = ".".join(map(str, version))
+    if line >= SOCKMAP_FIXED_LINE:
+        return True, f"{text}: the {line[0]}.{line[1]} line has them"
+    if line in SOCKMAP_FIXED_IN:
+        need = SOCKMAP_FIXED_IN[line]
+        if patch >= need:
+            return True, f"{text} >= {line[0]}.{line[1]}.{need}"
+        return False, f"{text}: they reached this line in {line[0]}.{line[1]}.{need}; {advice}"
+    return False, f"{text}: the {line[0]}.{line[1]} line never received them; {advice}"
+
+
 CAP_SYS_ADMIN = 21
 
 

@@ -190,3 +190,8 @@ def test_doctor_passes_here_and_names_the_headers():
     checks = {c["name"]: c for c in json.loads(res.stdout)["checks"]}
     assert all(c["ok"] for c in checks.values())
     assert "headers" in checks["kernel headers"]["detail"]
+    # A kernel without the sockmap data-loss fixes is a warning (6.18 has them).
+    fixes = checks["sockmap data-loss fixes"]
+    fixed, why = kernel.sockmap_fixes(kernel.upstream_version())
+    assert fixes["ok"] and fixes["warning"] is (fixed is not True)
+    assert why in (fixes["detail"], fixes["fix"])
