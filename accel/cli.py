@@ -357,10 +357,24 @@ def _print_down(result: dict[str, Any], as_json: bool, settings: Settings) -> No
 
 @main.command(name="doctor")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option(
+    "--live",
+    is_flag=True,
+    help="Also run the real datapath end to end on a scratch cgroup holding only this process (about 10 s), and report which kernel limits apply.",
+)
+@click.option("--live-parent", type=str, default=None, hidden=True, help="cgroup-v2 directory to make the scratch cgroup in (tests).")
 @friendly
-def doctor_cmd(as_json: bool) -> None:
-    """Check every requirement; print the fix for each failure."""
+def doctor_cmd(as_json: bool, live: bool, live_parent: str | None) -> None:
+    """Check every requirement; print the fix for each failure. Read-only
+    unless --live."""
     checks = doctor.run_checks()
+    if live:
+        if all(c.ok for c in checks):
+            from . import selftest  # loads bcc; plain doctor works without it
+
+            checks += selftest.run_live(live_parent)
+        else:
+            checks.append(doctor.Check("live: datapath", False, "not run", "fix the failures above first"))
     if as_json:
         click.echo(json.dumps(doctor.as_json(checks), indent=2))
     else:

@@ -175,13 +175,18 @@ def prog_detach(prog_fd: int, target_fd: int, attach_type: int) -> None:
     _check(_Lib.get().bpf_prog_detach2(prog_fd, target_fd, attach_type), "detach")
 
 
-def prog_query(target_fd: int, attach_type: int) -> list[int]:
-    """Ids of the programs attached directly to a cgroup (or map) for a hook."""
+QUERY_EFFECTIVE = 1  # BPF_F_QUERY_EFFECTIVE: include what ancestors pass down
+
+
+def prog_query(target_fd: int, attach_type: int, effective: bool = False) -> list[int]:
+    """Ids of the programs attached to a cgroup (or map) for a hook: directly,
+    or with ``effective`` every program that runs there, inherited ones too."""
     lib = _Lib.get()
     ids = (ctypes.c_uint32 * 64)()
     count = ctypes.c_uint32(64)
     flags = ctypes.c_uint32(0)
-    _check(lib.bpf_prog_query(target_fd, attach_type, 0, ctypes.byref(flags), ids, ctypes.byref(count)), "query")
+    query = QUERY_EFFECTIVE if effective else 0
+    _check(lib.bpf_prog_query(target_fd, attach_type, query, ctypes.byref(flags), ids, ctypes.byref(count)), "query")
     return list(ids[: count.value])
 
 

@@ -181,6 +181,10 @@ def test_bpf_refused_in_a_user_namespace(fresh_env):
     assert res.returncode == 1
     checks = {c["name"]: c for c in json.loads(res.stdout)["checks"]}
     assert checks["BPF syscall"]["ok"] is False and "not permitted" in checks["BPF syscall"]["detail"]
+    res = subprocess.run([*cmd, "doctor", "--live", "--json"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    live = {c["name"]: c for c in json.loads(res.stdout)["checks"]}["live: datapath"]
+    assert live["ok"] is False and "fix the failures above" in live["fix"]
     assert not os.path.exists(fresh_env.pin_dir)
 
 

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from accel.selftest import splice_probe
 from tests.integration.cgroups import inside, private_cgroup
 from tests.integration.controller import Controller
 from tests.netns_topology import Topology, create_netns, remove_netns, socket_in
@@ -332,37 +333,9 @@ def _api_probe(c: socket.socket, s: socket.socket) -> dict[str, Any]:
         t.join(20)
         out["sendfile_ok"] = bytes(received) == data
         out["verified"] = len(got) + (len(received) if out["sendfile_ok"] else 0)
-    out["splice_took"], tail_ok = _splice_probe(c, s)
+    out["splice_took"], tail_ok = splice_probe(c, s)
     out["verified"] += 4096 if tail_ok else 0
     return out
-
-
-def _splice_probe(c: socket.socket, s: socket.socket) -> tuple[int, bool]:
-    """Queue 4 KiB, then splice() the receiving socket into a pipe, as Go's
-    io.Copy between two TCP connections does. Returns what splice took
-    (-1: EAGAIN although the bytes are queued) and whether splice plus a
-    recv() of the rest gave back exactly what was sent."""
-    data = random.Random(11).randbytes(4096)
-    c.sendall(data)
-    time.sleep(0.2)
-    r, w = os.pipe()
-    try:
-        try:
-            took = os.splice(s.fileno(), w, len(data), flags=os.SPLICE_F_NONBLOCK)
-        except BlockingIOError:
-            took = -1
-        spliced = os.read(r, took) if took > 0 else b""
-    finally:
-        os.close(r)
-        os.close(w)
-    rest = b""
-    s.settimeout(5)
-    while len(spliced) + len(rest) < len(data):
-        chunk = s.recv(len(data))
-        if not chunk:
-            break
-        rest += chunk
-    return took, spliced + rest == data
 
 
 def socket_apis(ctx: Ctx) -> Outcome:
