@@ -3,6 +3,10 @@ loopback, pod to pod over veth+bridge, IPv6, and dual stack (v4-mapped)."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import time
+
 import pytest
 
 from tests.netns_topology import pods
@@ -104,3 +108,26 @@ def test_status_and_conns_show_the_connection(accel_env, topo):
     finally:
         client.close()
         server.close()
+
+
+def test_iperf3_between_two_namespaces_shows_in_accel_status(accel_env, topo):
+    """The issue's 'done when', literally: iperf3 between two network
+    namespaces while `accel run` runs; `accel status` shows the bytes."""
+    a, b = topo.pods
+    before = accel_env.status()
+    server = subprocess.Popen(["ip", "netns", "exec", b.ns, "iperf3", "-s", "-1", "-B", b.ipv4, "-p", "5213"], stdout=subprocess.DEVNULL)
+    try:
+        for _ in range(50):
+            client = ["ip", "netns", "exec", a.ns, "iperf3", "-c", b.ipv4, "-p", "5213", "-t", "1", "-l", "128K", "-J"]
+            res = subprocess.run(client, capture_output=True, text=True, timeout=60)
+            if res.returncode == 0:
+                break
+            time.sleep(0.1)  # the server may not listen yet
+        assert res.returncode == 0, res.stdout[-2000:]
+    finally:
+        server.wait(30)
+    sent = json.loads(res.stdout)["end"]["sum_sent"]["bytes"]
+    after = accel_env.status()
+    assert after["attached"] is True
+    assert after["redirected_bytes"] - before["redirected_bytes"] >= sent
+    assert sent > 0
