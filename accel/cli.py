@@ -93,6 +93,13 @@ def _settings_or_exit(ctx: click.Context, **overrides: Any) -> Settings:
     envvar="ACCEL_BACKLOG_LIMIT",
     help="Bytes a receiver may hold unread before its peer moves to TCP [0: as TCP would, tcp_rmem max].",
 )
+@click.option(
+    "--small-write-fallback/--no-small-write-fallback",
+    default=True,
+    show_default=True,
+    envvar="ACCEL_SMALL_WRITE_FALLBACK",
+    help="Move a socket that streams small writes to TCP, which coalesces them (faster there).",
+)
 @click.option("--backlog-interval", type=float, default=0.05, show_default=True, hidden=True, help="Seconds between backlog checks.")
 @click.option(
     "--kubernetes/--no-kubernetes",
@@ -123,6 +130,7 @@ def run(
     rescan_interval: float,
     backlog_limit: int,
     backlog_interval: float,
+    small_write_fallback: bool,
     kubernetes: bool | None,
     kubeconfig: str | None,
     node_name: str | None,
@@ -149,6 +157,7 @@ def run(
         rescan_interval=rescan_interval,
         backlog_limit=backlog_limit,
         backlog_interval=backlog_interval,
+        small_write_fallback=small_write_fallback,
         extra_cflags=tuple(f"-D{d}" for d in defines),
         kubernetes=_kubernetes_mode(kubernetes),
         kubeconfig=kubeconfig,

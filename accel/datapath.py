@@ -87,6 +87,7 @@ class Datapath:
             f'-DACCEL_PIN_DIR="{self.settings.pin_dir}"',
             f"-DACCEL_SOCKHASH_SIZE={self.sizes['sock_hash']}",
             f"-DACCEL_ENDPOINTS_SIZE={self.sizes['endpoints']}",
+            *([] if self.settings.small_write_fallback else ["-DACCEL_NO_SMALL_WRITES"]),
             *self.settings.extra_cflags,
         ]
         self._sockops_fd = self._compile_and_load("sockops.c", SOCKOPS_PROG, "SOCK_OPS", cflags)

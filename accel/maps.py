@@ -45,7 +45,7 @@ class EndpointValue(ctypes.Structure):
 
 
 class SockState(ctypes.Structure):
-    _fields_ = [("mode", ctypes.c_uint32), ("reserved", ctypes.c_uint32)]
+    _fields_ = [("mode", ctypes.c_uint32), ("burst", ctypes.c_uint32), ("last_ns", ctypes.c_uint64)]
 
 
 STAT_FIELDS = (
@@ -64,8 +64,9 @@ STAT_FIELDS = (
     "fallback_no_state",
     "fallback_bytes",
     "fallback_backlog",
+    "fallback_small_writes",
 )
-FALLBACK_MSG_FIELDS = ("fallback_peer_missing", "fallback_peer_gone", "fallback_sticky", "fallback_no_state", "fallback_backlog")
+FALLBACK_MSG_FIELDS = ("fallback_peer_missing", "fallback_peer_gone", "fallback_sticky", "fallback_no_state", "fallback_backlog", "fallback_small_writes")
 
 
 class Stats(ctypes.Structure):

@@ -26,7 +26,7 @@ from .maps import POLICY_NAMES, SOURCE_KUBERNETES, SOURCE_NETLINK, PinnedMaps
 from .settings import Settings
 
 SKIP_REASONS = ("not_local", "policy", "early_data", "family")
-FALLBACK_REASONS = ("peer_missing", "peer_gone", "sticky", "no_state", "backlog")
+FALLBACK_REASONS = ("peer_missing", "peer_gone", "sticky", "no_state", "backlog", "small_writes")
 
 
 @dataclass

@@ -52,6 +52,10 @@ class Settings:
     backlog_interval: float = 0.05
     """Seconds between backlog checks (one read of /proc/net/sockstat)."""
 
+    small_write_fallback: bool = True
+    """Move a socket that streams small writes to TCP, where TCP is faster
+    (bpf/redir.c, small_write_stream)."""
+
     log_format: str = "console"
     """``console`` for people, ``json`` for log collectors."""
 

@@ -95,11 +95,11 @@ class Env:
 
 
 @contextlib.contextmanager
-def environment(profile: Profile, pinned: bool) -> Iterator[Env]:
+def environment(profile: Profile, pinned: bool, accel_args: tuple[str, ...] = ()) -> Iterator[Env]:
     with private_cgroup("bench-accel") as acg, private_cgroup("bench-plain") as pcg, build(list(profile.topologies), pinned) as topos:
         ctl = Controller(acg, tempfile.mkdtemp(prefix="accel-bench-"), rescan_interval=1.0)
         try:
-            ctl.start()
+            ctl.start(*accel_args)
             yield Env(ctl, acg, pcg, topos)
         finally:
             ctl.close()
@@ -148,12 +148,12 @@ def measure_once(env: Env, profile: Profile, wl: Any, mode: str, rep: int) -> di
     return row
 
 
-def run(profile: Profile, pinned: bool, progress: Callable[[str], None]) -> dict[str, Any]:
+def run(profile: Profile, pinned: bool, progress: Callable[[str], None], accel_args: tuple[str, ...] = ()) -> dict[str, Any]:
     build_loadgen()
     check_tools()
     started = time.time()
     rows: list[dict[str, Any]] = []
-    with environment(profile, pinned) as env:
+    with environment(profile, pinned, accel_args) as env:
         for wl in profile.workloads:
             for rep in range(profile.repeats):
                 # ABBA: alternate the order each repeat so drift (heat, noise)
@@ -167,6 +167,7 @@ def run(profile: Profile, pinned: bool, progress: Callable[[str], None]) -> dict
         "profile": profile.name,
         "repeats": profile.repeats,
         "seconds_per_measurement": profile.settings.seconds,
+        "accel_args": list(accel_args),
         "placement": "pinned: client (and its proxy) on CPU 0, server (and its proxy) on CPU 1" if pinned else "not pinned",
         "started": started,
         "duration_s": round(time.time() - started, 1),

@@ -109,6 +109,7 @@ def markdown(raw: dict[str, Any], plots: list[str]) -> str:
         "",
         f"- Machine: {mc['cpu_model']}, {mc['cores']} cores, {mc['memory_gib']} GiB, kernel {mc['kernel']}; accel {mc['accel_commit']}",
         f"- Placement: {raw['placement']}",
+        *([f"- `accel run` options: {' '.join(raw['accel_args'])}"] if raw.get("accel_args") else []),
         f"- {raw['repeats']} repeats per cell, {raw['seconds_per_measurement']} s each, modes interleaved (order reversed every other repeat);"
         f" cells are medians, ± half the interquartile range; run took {raw['duration_s']:.0f} s",
         "- Ratio = accelerated / plain TCP. For latency (us) lower is better, so a ratio above 1 is a loss.",

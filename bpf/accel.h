@@ -74,8 +74,9 @@ enum accel_sock_mode {
 };
 
 struct sock_state {
-	__u32 mode; /* enum accel_sock_mode */
-	__u32 reserved;
+	__u32 mode;    /* enum accel_sock_mode */
+	__u32 burst;   /* consecutive small messages sent close together */
+	__u64 last_ns; /* when the previous message was sent */
 };
 
 /* Counters, one per reason, per CPU. Every early return counts somewhere. */
@@ -97,6 +98,7 @@ struct stats {
 	__u64 fallback_no_state;     /* per-socket state could not be allocated */
 	__u64 fallback_bytes;        /* bytes of all fallback messages */
 	__u64 fallback_backlog;      /* peer's receive queue past the limit: socket moves to TCP */
+	__u64 fallback_small_writes; /* a stream of small writes, where TCP is faster: socket moves to TCP */
 };
 
 #define ACCEL_AF_INET 2

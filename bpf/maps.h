@@ -9,6 +9,24 @@
 
 #include "accel.h"
 
+/* Streams of small writes (redir.c, small_write_stream): sizes in bytes, gap
+ * in nanoseconds. ACCEL_NO_SMALL_WRITES builds without the rule. */
+#ifndef ACCEL_SMALL_LOCAL
+#define ACCEL_SMALL_LOCAL 2048
+#endif
+#ifndef ACCEL_SMALL_REMOTE
+#define ACCEL_SMALL_REMOTE 128
+#endif
+#ifndef ACCEL_BURST_MSGS
+#define ACCEL_BURST_MSGS 64
+#endif
+#ifndef ACCEL_BURST_GAP_NS
+#define ACCEL_BURST_GAP_NS 50000ULL
+#endif
+#ifndef ACCEL_CONN_SLOTS
+#define ACCEL_CONN_SLOTS 65536 /* a power of two */
+#endif
+
 #ifndef ACCEL_GUARD_SIZE
 #define ACCEL_GUARD_SIZE 4096
 #endif

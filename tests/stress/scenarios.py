@@ -23,9 +23,10 @@ from typing import Any
 from accel.selftest import splice_probe
 from tests.integration.cgroups import inside, private_cgroup
 from tests.integration.controller import Controller
-from tests.netns_topology import Topology, create_netns, remove_netns, socket_in
+from tests.netns_topology import Topology, create_netns, entered, remove_netns, socket_in
 
 from .engine import EventLoop, Job, Listener, Result, io_size, run_blocking
+from .records import Checker, Stream
 
 
 @dataclass
@@ -194,7 +195,6 @@ PAUSE_CAP = 512 << 20  # stop pushing here: "unbounded" is established by then
 def _stall_and_resume(ctx: Ctx, pause_s: float, res: Result) -> dict[str, Any]:
     """One connection; the server does not read for ``pause_s`` while a
     non-blocking client pushes; then the server reads everything back."""
-    from .records import Checker, Stream
 
     client, server = _pair(ctx, accelerated=True)
     mem0 = _tcp_mem_pages()
@@ -480,6 +480,73 @@ def dual_stack(ctx: Ctx) -> Outcome:
     return Outcome(res, {"counters": d})
 
 
+# --- 11. streams of small writes, moved to TCP mid-stream -------------------------------------------
+def _one_way(c: socket.socket, s: socket.socket, conn_id: int, nbytes: int, top_bits: int, res: Result, lock: threading.Lock) -> None:
+    """Records written in small pieces, one way only (so nothing replies and
+    the datapath sees a stream); the receiver checks every byte."""
+    stream, checker = Stream(conn_id, nbytes, seed=conn_id), Checker(conn_id)
+    wrng = random.Random(conn_id)
+
+    def read() -> None:
+        with contextlib.suppress(OSError):
+            while data := s.recv(1 << 16):
+                checker.feed(data)
+
+    t = threading.Thread(target=read)
+    t.start()
+    try:
+        while not stream.done:
+            c.sendall(stream.take(io_size(wrng, top_bits)))
+        c.shutdown(socket.SHUT_WR)
+    except OSError as exc:
+        with lock:
+            res.errors.append(f"small writer {conn_id}: {exc!r}")
+    t.join(60)
+    c.close()
+    s.close()
+    with lock:
+        res.connections += 1
+        res.bytes_sent += stream.produced
+        res.stalled += t.is_alive()
+        res.completed += not t.is_alive()
+        res.add_checked(checker, stream.produced, aborted=False, who="small-write receiver")
+
+
+def small_writes(ctx: Ctx) -> Outcome:
+    """Writes of 1 B up to the size limit, back to back, one way: the datapath
+    moves each such socket from redirect to TCP mid-stream; every byte must
+    arrive in order, and the switch must have happened."""
+    p, rng = ctx.profile, ctx.rng
+    res, lock = Result(), threading.Lock()
+    before = _counters(ctx)
+    threads = []
+    for i in range(max(8, p.churn_conns // 100)):
+        # Same namespace (limit 2 KiB) and pod to pod (limit 128 B).
+        local = i % 2 == 0
+        if local:
+            with entered(ctx.a.ns):
+                lst = socket.socket()
+                lst.bind(("127.0.0.1", 0))
+                lst.listen(1)
+                c = socket.create_connection(lst.getsockname(), timeout=30)
+                srv, _ = lst.accept()
+                lst.close()
+        else:
+            c, srv = _pair(ctx, accelerated=True)
+        srv.settimeout(30)
+        conn_id = rng.getrandbits(30)
+        top = 11 if local else 7
+        threads.append(threading.Thread(target=_one_way, args=(c, srv, conn_id, rng.randint(1 << 19, 2 << 20), top, res, lock)))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(ctx.deadline_s)
+    d = _delta(before, _counters(ctx))
+    if not d.get("fallback_small_writes"):
+        res.errors.append("no socket moved to TCP: the switch was not exercised")
+    return Outcome(res, {"switched_sockets": d.get("fallback_small_writes", 0), "redirected_bytes": d.get("redirected_bytes", 0)})
+
+
 SCENARIOS: dict[str, Callable[[Ctx], Outcome]] = {
     "churn": churn,
     "early_writes": early_writes,
@@ -491,6 +558,7 @@ SCENARIOS: dict[str, Callable[[Ctx], Outcome]] = {
     "controller_churn": controller_churn,
     "isolation": isolation,
     "dual_stack": dual_stack,
+    "small_writes": small_writes,
 }
 
 __all__ = ["QUICK", "SCENARIOS", "SOAK", "Ctx", "Outcome", "Profile"]
