@@ -38,12 +38,12 @@ BPF_SK_STORAGE(sock_states, struct sock_state);
  * ACCEL_BURST_GAP_NS of the previous one, with nothing sent by the other end
  * in between. The last condition keeps request/response traffic (one message
  * each way per round trip) redirected however fast the machine is: both ends
- * write the sender's port into a slot that the connection hashes to, so a
- * reply shows as the other port. Two connections sharing a slot only reset
+ * write who sent into a slot that the connection hashes to, so a reply shows
+ * as the other end. Two connections sharing a slot only reset
  * each other's count: the error is towards staying redirected.
  */
 struct conn_slot {
-	__u32 last_sender; /* local port of the end that sent last */
+	__u32 last_sender; /* sender id (local port ^ address) of the end that sent last */
 };
 BPF_ARRAY(conn_slots, struct conn_slot, ACCEL_CONN_SLOTS);
 
@@ -52,12 +52,15 @@ static __always_inline int small_write_stream(struct sock_state *st, const struc
 	/* The same index from both ends: XOR does not care about direction. */
 	__u32 idx = (self->local_port ^ self->remote_port ^ self->local_ip[3] ^ self->remote_ip[3]) & (ACCEL_CONN_SLOTS - 1);
 	__u32 limit = accel_namespace_local(self) ? ACCEL_SMALL_LOCAL : ACCEL_SMALL_REMOTE;
+	/* The two ends differ in port (same address) or in address (a client
+	 * may bind the server's port number). */
+	__u32 me = self->local_port ^ self->local_ip[3];
 	struct conn_slot *slot = conn_slots.lookup(&idx);
 	__u64 now = bpf_ktime_get_ns();
-	int alone = slot && slot->last_sender == self->local_port;
+	int alone = slot && slot->last_sender == me;
 
 	if (slot)
-		slot->last_sender = self->local_port;
+		slot->last_sender = me;
 	if (size < limit && alone && now - st->last_ns < ACCEL_BURST_GAP_NS)
 		st->burst++;
 	else
