@@ -15,15 +15,18 @@ from accel.maps import PinnedMaps
 
 from .traffic import connected_pair
 
-RECORD = 1024
+# Records of 4 KiB: above the small-write limit (bpf/maps.h), so a stream of
+# them stays redirected; test_small_writes passes 1 KiB to force the switch.
+RECORD = 4096
 
 
 class Stream:
     """Client writes numbered records until told to stop; server checks each
     record's number as it reads. Any loss, duplicate or reorder is caught."""
 
-    def __init__(self, client: socket.socket, server: socket.socket) -> None:
+    def __init__(self, client: socket.socket, server: socket.socket, record: int = RECORD) -> None:
         self.client, self.server = client, server
+        self.record = record
         self.stop = threading.Event()
         self.sent = 0
         self.received = 0
@@ -40,7 +43,7 @@ class Stream:
     def _write(self) -> None:
         try:
             while not self.stop.is_set():
-                rec = struct.pack("!Q", self.sent) + bytes([self.sent % 256]) * (RECORD - 8)
+                rec = struct.pack("!Q", self.sent) + bytes([self.sent % 256]) * (self.record - 8)
                 self.client.sendall(rec)
                 self.sent += 1
             self.client.shutdown(socket.SHUT_WR)
@@ -55,10 +58,10 @@ class Stream:
                 if not chunk:
                     break
                 buf += chunk
-                while len(buf) >= RECORD:
-                    rec, buf = buf[:RECORD], buf[RECORD:]
+                while len(buf) >= self.record:
+                    rec, buf = buf[: self.record], buf[self.record :]
                     n = struct.unpack("!Q", rec[:8])[0]
-                    if n != self.received or rec[8:] != bytes([n % 256]) * (RECORD - 8):
+                    if n != self.received or rec[8:] != bytes([n % 256]) * (self.record - 8):
                         self.error = f"record {self.received} expected, got {n}"
                         return
                     self.received += 1

@@ -91,7 +91,7 @@ def test_a_live_record_stream_survives_the_switch(accel_env):
     """Records of 1 KiB written back to back (same-namespace: small) while the
     other side reads: the switch happens mid-stream and every record arrives."""
     before = accel_env.counters()
-    stream = Stream(*connected_pair("127.0.0.1")).start()
+    stream = Stream(*connected_pair("127.0.0.1"), record=1024).start()
     threading.Event().wait(1.0)
     stream.finish()
     d = {k: v - before[k] for k, v in accel_env.counters().items()}
