@@ -11,7 +11,7 @@ datapath no view of the receiver's queue, so the controller watches it:
   TCP memory (/proc/net/sockstat), so while that is below the limit there is
   nothing to look at;
 - otherwise it lists the established sockets of every network namespace
-  with sock_diag (pyroute2), and every accelerated receiver whose queue
+  with sock_diag (endpoints/netlink.py), and every accelerated receiver whose queue
   (rmem_alloc) exceeds the limit goes into the pinned ``backlog_guard`` map.
   The peer's sk_msg program then sends through TCP from its next message on,
   for good (order-safe), and TCP flow control bounds the rest.
@@ -24,20 +24,16 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ipaddress
 import os
 import socket
-import struct
 import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
-from .endpoints.netlink import SO_NETNS_COOKIE
+from .endpoints.netlink import full_receivers, namespace_paths, netns_cookie
 from .maps import PinnedMaps, SockEntry
 
-INET_DIAG_SKMEMINFO = 7
-TCP_ESTABLISHED = 1
 MIN_LIMIT = 4 << 20
 PAGE = 4096
 
@@ -59,13 +55,6 @@ def default_limit() -> int:
     except (OSError, ValueError, IndexError):
         rmem_max = 0
     return max(MIN_LIMIT, rmem_max)
-
-
-def _norm(addr: str) -> str:
-    ip = ipaddress.ip_address(addr)
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-        return str(ip.ipv4_mapped)
-    return str(ip)
 
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -94,38 +83,13 @@ def _in_netns(path: str) -> Iterator[None]:
         os.close(home)
 
 
-def _netns_cookie() -> int:
-    with socket.socket() as s:
-        return int.from_bytes(s.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8), "little")
-
-
-def full_receivers(limit: int) -> list[tuple[str, int, str, int, int]]:
-    """(local, lport, remote, rport, queued bytes) of established TCP sockets
-    of the current namespace whose receive memory exceeds ``limit``."""
-    from pyroute2 import DiagSocket
-
-    out = []
-    with DiagSocket() as ds:
-        ds.bind()
-        for family in (socket.AF_INET, socket.AF_INET6):
-            for msg in ds.get_sock_stats(family=family, states=1 << TCP_ESTABLISHED, extensions=1 << (INET_DIAG_SKMEMINFO - 1)):
-                raw = msg.get_attr("INET_DIAG_SKMEMINFO")
-                if not raw:
-                    continue
-                rmem = struct.unpack_from("<I", bytes.fromhex(raw.replace(":", "")) if isinstance(raw, str) else raw)[0]
-                if rmem > limit:
-                    out.append((_norm(msg["idiag_src"]), msg["idiag_sport"], _norm(msg["idiag_dst"]), msg["idiag_dport"], rmem))
-    return out
-
-
 def scan_namespaces(limit: int) -> dict[tuple[int, str, int, str, int], int]:
     """Receivers over ``limit`` in every namespace, keyed with the cookie."""
-    from .endpoints.netlink import namespace_paths
-
     found: dict[tuple[int, str, int, str, int], int] = {}
     for path in namespace_paths().values():
         with contextlib.suppress(OSError), _in_netns(path):
-            cookie = _netns_cookie()
+            with socket.socket() as s:
+                cookie = netns_cookie(s)
             for local, lport, remote, rport, queued in full_receivers(limit):
                 found[(cookie, local, lport, remote, rport)] = queued
     return found

@@ -22,11 +22,13 @@ from prometheus_client.registry import Collector
 
 from .backlog import tcp_memory_bytes
 from .datapath import sockops_attached
-from .maps import POLICY_NAMES, SOURCE_KUBERNETES, SOURCE_NETLINK, PinnedMaps
+from .maps import FALLBACK_MSG_FIELDS, POLICY_NAMES, SOURCE_KUBERNETES, SOURCE_NETLINK, STAT_FIELDS, PinnedMaps
 from .settings import Settings
 
-SKIP_REASONS = ("not_local", "policy", "early_data", "family")
-FALLBACK_REASONS = ("peer_missing", "peer_gone", "sticky", "no_state", "backlog", "small_writes")
+# Reason labels come from the counters themselves (bpf/accel.h via maps.py),
+# so a new counter gets its label without a second list to keep in step.
+SKIP_REASONS = tuple(f.removeprefix("skipped_") for f in STAT_FIELDS if f.startswith("skipped_"))
+FALLBACK_REASONS = tuple(f.removeprefix("fallback_") for f in FALLBACK_MSG_FIELDS)
 
 
 @dataclass

@@ -16,10 +16,12 @@ import fcntl
 import logging
 import os
 import random
+import select
 import socket
 import tempfile
 import termios
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -142,12 +144,10 @@ def splice_probe(client: socket.socket, server: socket.socket) -> tuple[int, boo
 
 
 def _wait_readable(s: socket.socket) -> None:
-    import select
-
     select.select([s], [], [], 5)
     # Redirected bytes of one sendmsg() arrive at once; a loopback TCP
     # segment train may still be landing: give it a moment.
-    threading.Event().wait(0.1)
+    time.sleep(0.1)
 
 
 def _order_at_connect(n: int = 100, records: int = 16) -> tuple[int, int]:

@@ -47,11 +47,11 @@ struct conn_slot {
 };
 BPF_ARRAY(conn_slots, struct conn_slot, ACCEL_CONN_SLOTS);
 
-static __always_inline int small_write_stream(struct sock_state *st, const struct sock_key *self, __u32 size)
+static __always_inline int small_write_stream(struct sock_state *st, const struct sock_key *self, int ns_local, __u32 size)
 {
 	/* The same index from both ends: XOR does not care about direction. */
 	__u32 idx = (self->local_port ^ self->remote_port ^ self->local_ip[3] ^ self->remote_ip[3]) & (ACCEL_CONN_SLOTS - 1);
-	__u32 limit = accel_namespace_local(self) ? ACCEL_SMALL_LOCAL : ACCEL_SMALL_REMOTE;
+	__u32 limit = ns_local ? ACCEL_SMALL_LOCAL : ACCEL_SMALL_REMOTE;
 	/* The two ends differ in port (same address) or in address (a client
 	 * may bind the server's port number). */
 	__u32 me = self->local_port ^ self->local_ip[3];
@@ -59,7 +59,7 @@ static __always_inline int small_write_stream(struct sock_state *st, const struc
 	__u64 now = bpf_ktime_get_ns();
 	int alone = slot && slot->last_sender == me;
 
-	if (slot)
+	if (slot && !alone) /* store only on a change: a one-way stream does not dirty the line */
 		slot->last_sender = me;
 	if (size < limit && alone && now - st->last_ns < ACCEL_BURST_GAP_NS)
 		st->burst++;
@@ -103,7 +103,8 @@ int accel_redir(struct sk_msg_md *msg)
 	__builtin_memcpy(peer.remote_ip, self.local_ip, sizeof(peer.remote_ip));
 	peer.local_port = self.remote_port;
 	peer.remote_port = self.local_port;
-	if (accel_namespace_local(&self))
+	int ns_local = accel_namespace_local(&self); /* once per message: used twice */
+	if (ns_local)
 		peer.netns = bpf_get_netns_cookie(msg);
 
 	/* The controller saw the peer's queue hold more than TCP would allow. */
@@ -117,7 +118,7 @@ int accel_redir(struct sk_msg_md *msg)
 	}
 
 #ifndef ACCEL_NO_SMALL_WRITES
-	if (small_write_stream(st, &self, size)) {
+	if (small_write_stream(st, &self, ns_local, size)) {
 		st->mode = ACCEL_MODE_TCP;
 		STATS_ADD(s, fallback_small_writes, 1);
 		STATS_ADD(s, fallback_bytes, size);

@@ -36,6 +36,11 @@ from .table import normalise, usable
 
 OPT_OUT_KEY = "accel.dev/enabled"
 OPT_OUT_VALUES = ("false", "no", "off", "0")
+# What to do about the API errors a misconfigured agent gets.
+API_ERROR_FIXES = {
+    401: "the service account token was refused",
+    403: "RBAC: apply manifests/clusterrole.yaml (get, list, watch on pods and namespaces)",
+}
 
 
 def make_api_client(kubeconfig: str | None) -> client.ApiClient:
@@ -191,8 +196,8 @@ class ListWatch:
                     self.relists += 1
                     need_list = True
                     continue
-                hint = {401: "the service account token was refused", 403: "RBAC: apply manifests/clusterrole.yaml (get, list, watch on pods and namespaces)"}
-                self._pause("api error", backoff, status=exc.status, reason=exc.reason, **({"fix": hint[exc.status]} if exc.status in hint else {}))
+                fix = API_ERROR_FIXES.get(exc.status)
+                self._pause("api error", backoff, status=exc.status, reason=exc.reason, **({"fix": fix} if fix else {}))
                 backoff = min(backoff * 2, 30.0)
             except Exception as exc:  # connection reset, read timeout, bad JSON
                 self._pause("watch connection lost", backoff, error=f"{type(exc).__name__}: {exc}"[:300])

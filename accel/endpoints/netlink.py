@@ -5,14 +5,19 @@ events; namespaces are found in /run/netns (ip netns, CNI) and /proc/*/ns/net
 
 On any event in a namespace we re-dump that namespace's addresses rather than
 apply the event: a dump is cheap and can't drift if an event was lost.
+
+It also holds the other netlink reads the controller makes through pyroute2:
+netns cookies, and sock_diag receive queues for the backlog guard.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import select
 import socket
+import struct
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -54,6 +59,41 @@ def namespace_paths(all_namespaces: bool = True) -> dict[NamespaceId, str]:
 
 
 SO_NETNS_COOKIE = 71  # getsockopt, Linux >= 5.14
+INET_DIAG_SKMEMINFO = 7
+TCP_ESTABLISHED = 1
+
+
+def netns_cookie(sock: socket.socket) -> int:
+    """The cookie of the network namespace ``sock`` lives in (the value the
+    BPF programs put in loopback keys)."""
+    return int.from_bytes(sock.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8), "little")
+
+
+def _unmapped(addr: str) -> str:
+    ip = ipaddress.ip_address(addr)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        return str(ip.ipv4_mapped)
+    return str(ip)
+
+
+def full_receivers(limit: int) -> list[tuple[str, int, str, int, int]]:
+    """(local, lport, remote, rport, queued bytes) of established TCP sockets
+    of the calling thread's namespace whose receive memory exceeds ``limit``
+    (sock_diag; the backlog guard's view of receive queues)."""
+    from pyroute2 import DiagSocket
+
+    out = []
+    with DiagSocket() as ds:
+        ds.bind()
+        for family in (socket.AF_INET, socket.AF_INET6):
+            for msg in ds.get_sock_stats(family=family, states=1 << TCP_ESTABLISHED, extensions=1 << (INET_DIAG_SKMEMINFO - 1)):
+                raw = msg.get_attr("INET_DIAG_SKMEMINFO")
+                if not raw:
+                    continue
+                rmem = struct.unpack_from("<I", bytes.fromhex(raw.replace(":", "")) if isinstance(raw, str) else raw)[0]
+                if rmem > limit:
+                    out.append((_unmapped(msg["idiag_src"]), msg["idiag_sport"], _unmapped(msg["idiag_dst"]), msg["idiag_dport"], rmem))
+    return out
 
 
 def namespace_cookie_paths() -> dict[int, str]:
@@ -65,7 +105,7 @@ def namespace_cookie_paths() -> dict[int, str]:
         try:
             sock = socket.socket() if path in ("/proc/self/ns/net", "/proc/1/ns/net") else pr_netns.create_socket(netns=path)
             with sock:
-                cookie = int.from_bytes(sock.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8), "little")
+                cookie = netns_cookie(sock)
         except OSError:
             continue
         out.setdefault(cookie, path)
