@@ -33,6 +33,8 @@ class SockKey(ctypes.Structure):
         ("remote_ip", U32x4),
         ("local_port", ctypes.c_uint32),
         ("remote_port", ctypes.c_uint32),
+        ("local_seq", ctypes.c_uint32),
+        ("remote_seq", ctypes.c_uint32),
     ]
 
 
@@ -45,7 +47,16 @@ class EndpointValue(ctypes.Structure):
 
 
 class SockState(ctypes.Structure):
-    _fields_ = [("mode", ctypes.c_uint32), ("burst", ctypes.c_uint32), ("last_ns", ctypes.c_uint64)]
+    _fields_ = [
+        ("peer", SockKey),
+        ("mode", ctypes.c_uint32),
+        ("burst", ctypes.c_uint32),
+        ("last_ns", ctypes.c_uint64),
+        ("slot", ctypes.c_uint32),
+        ("sender", ctypes.c_uint32),
+        ("small_limit", ctypes.c_uint32),
+        ("pad", ctypes.c_uint32),
+    ]
 
 
 STAT_FIELDS = (
@@ -56,6 +67,9 @@ STAT_FIELDS = (
     "skipped_early_data",
     "skipped_family",
     "insert_failed",
+    "insert_exists",
+    "insert_error",
+    "insert_no_state",
     "redirected_msgs",
     "redirected_bytes",
     "fallback_peer_missing",
@@ -87,7 +101,8 @@ MIRRORS: dict[str, type[ctypes.Structure]] = {
 # bcc reuses a pinned map without comparing it with the program's view, so a
 # map pinned by another version is found here, before anything is loaded.
 LAYOUTS: dict[str, tuple[int, int, int]] = {
-    "sock_hash": (libbpf.MAP_TYPE_SOCKHASH, ctypes.sizeof(SockKey), 4),
+    "sock_hash": (libbpf.MAP_TYPE_SOCKHASH, ctypes.sizeof(SockKey), 8),
+    "sock_states": (libbpf.MAP_TYPE_SK_STORAGE, 4, ctypes.sizeof(SockState)),
     "endpoints": (libbpf.MAP_TYPE_HASH, ctypes.sizeof(EndpointKey), ctypes.sizeof(EndpointValue)),
     "stats": (libbpf.MAP_TYPE_PERCPU_ARRAY, 4, ctypes.sizeof(Stats)),
     "backlog_guard": (libbpf.MAP_TYPE_HASH, ctypes.sizeof(SockKey), 4),
@@ -129,6 +144,12 @@ def layout_mismatches(pin_dir: str) -> list[Mismatch]:
     return out
 
 
+def mirror(key: SockKey) -> SockKey:
+    """The key of the other end of ``key``'s connection (what sockops stores
+    as a socket's peer)."""
+    return SockKey(key.netns, key.remote_ip, key.local_ip, key.remote_port, key.local_port, key.remote_seq, key.local_seq)
+
+
 # --- address packing -------------------------------------------------------
 
 
@@ -162,6 +183,8 @@ class SockEntry:
     local_port: int
     remote: str
     remote_port: int
+    local_seq: int = 0
+    remote_seq: int = 0
 
     @staticmethod
     def from_key(key: SockKey) -> SockEntry:
@@ -171,13 +194,22 @@ class SockEntry:
             local_port=key.local_port,
             remote=str(unpack_ip(bytes(key.remote_ip))),
             remote_port=key.remote_port,
+            local_seq=key.local_seq,
+            remote_seq=key.remote_seq,
         )
 
-    def peer_tuple(self) -> tuple[int, str, int, str, int]:
-        return (self.netns, self.remote, self.remote_port, self.local, self.local_port)
-
     def tuple(self) -> tuple[int, str, int, str, int]:
+        """Where the socket is: its namespace (loopback) and addresses."""
         return (self.netns, self.local, self.local_port, self.remote, self.remote_port)
+
+    def identity(self) -> tuple[int, str, int, str, int, int, int]:
+        """Which connection it is: the tuple and both initial sequence
+        numbers. Two sockets can share a tuple (one whose connection ended
+        and one that reused the tuple through TIME_WAIT), never an identity."""
+        return (*self.tuple(), self.local_seq, self.remote_seq)
+
+    def peer_identity(self) -> tuple[int, str, int, str, int, int, int]:
+        return (self.netns, self.remote, self.remote_port, self.local, self.local_port, self.remote_seq, self.local_seq)
 
 
 @dataclass(frozen=True)
@@ -192,16 +224,16 @@ class Connection:
 
 
 def pair_connections(entries: list[SockEntry]) -> list[Connection]:
-    by_tuple = {e.tuple(): e for e in entries}
+    by_identity = {e.identity(): e for e in entries}
     seen: set[tuple] = set()
     conns = []
-    for e in sorted(entries, key=lambda x: x.tuple()):
-        if e.tuple() in seen:
+    for e in sorted(entries, key=lambda x: x.identity()):
+        if e.identity() in seen:
             continue
-        seen.add(e.tuple())
-        peer = by_tuple.get(e.peer_tuple())
+        seen.add(e.identity())
+        peer = by_identity.get(e.peer_identity())
         if peer is not None:
-            seen.add(peer.tuple())
+            seen.add(peer.identity())
         conns.append(Connection(e.netns, (e.local, e.local_port), (e.remote, e.remote_port), peer is not None))
     return conns
 
@@ -214,7 +246,7 @@ class PinnedMaps:
 
     NAMES = ("sock_hash", "endpoints", "stats")
     GUARD_NAMES = ("backlog_guard", "guard_active")  # newer; opened on demand
-    ALL_NAMES = NAMES + GUARD_NAMES
+    ALL_NAMES = (*NAMES, "sock_states", *GUARD_NAMES)
 
     def __init__(self, pin_dir: str) -> None:
         self.pin_dir = pin_dir

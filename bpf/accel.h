@@ -28,7 +28,9 @@
 #endif
 
 /*
- * The key of a socket in the sockhash (DESIGN.md invariant 1).
+ * The key of a socket in the sockhash (DESIGN.md invariant 1): the
+ * connection's identity as TCP itself knows it, the 4-tuple and both
+ * initial sequence numbers.
  *
  * Addresses are 16 bytes, IPv4 stored v4-mapped (::ffff:a.b.c.d) so that an
  * AF_INET6 socket talking to an IPv4 peer produces the same bytes as the
@@ -38,6 +40,15 @@
  * namespace (loopback, or local address == remote address), else 0: two pods'
  * identical 127.0.0.1:x <-> 127.0.0.1:y pairs then have different keys, while
  * pod A (netns A) still finds pod B (netns B) by address alone.
+ *
+ * local_seq and remote_seq are snd_nxt and rcv_nxt at ESTABLISHED (each
+ * end's initial sequence number + 1; sockops inserts only sockets that have
+ * moved no data yet). A tuple alone does not name one connection: a socket
+ * whose connection ended keeps its entry until its fd is closed, and TIME_WAIT
+ * reuse hands the same tuple to a new connection meanwhile. With the sequence
+ * numbers in the key, the peer key a sender computes matches the socket at
+ * the other end of ITS connection and no other: the stale socket's key has
+ * another pair, so it can neither be found nor block the new insert.
  */
 struct sock_key {
 	__u64 netns;
@@ -45,6 +56,8 @@ struct sock_key {
 	__u32 remote_ip[4];
 	__u32 local_port;
 	__u32 remote_port;
+	__u32 local_seq;
+	__u32 remote_seq;
 };
 
 /* Key of the local-endpoint map: one address, normalised like sock_key. */
@@ -73,10 +86,21 @@ enum accel_sock_mode {
 	ACCEL_MODE_TCP = 2,      /* a byte went through TCP: never redirect again */
 };
 
+/*
+ * Per-socket state in SK_STORAGE. sockops writes it at ESTABLISHED, before
+ * the insert, so that the per-message program reads what it needs instead of
+ * recomputing it: the peer's key (ours mirrored), and the small-write rule's
+ * slot and sender id.
+ */
 struct sock_state {
-	__u32 mode;    /* enum accel_sock_mode */
-	__u32 burst;   /* consecutive small messages sent close together */
-	__u64 last_ns; /* when the previous message was sent */
+	struct sock_key peer; /* the key of the other end of this connection */
+	__u32 mode;           /* enum accel_sock_mode */
+	__u32 burst;          /* consecutive small messages sent close together */
+	__u64 last_ns;        /* when the previous message was sent */
+	__u32 slot;           /* small-write slot both ends of the connection share */
+	__u32 sender;         /* this end's id in that slot */
+	__u32 small_limit;    /* bytes below which a write counts as small */
+	__u32 pad;
 };
 
 /* Counters, one per reason, per CPU. Every early return counts somewhere. */
@@ -88,7 +112,10 @@ struct stats {
 	__u64 skipped_policy;      /* endpoint opted out or ambiguous */
 	__u64 skipped_early_data;  /* data moved before ESTABLISHED (TFO) */
 	__u64 skipped_family;      /* neither AF_INET nor AF_INET6 */
-	__u64 insert_failed;       /* sockhash full, or key already present */
+	__u64 insert_failed;       /* sockhash full (E2BIG) */
+	__u64 insert_exists;       /* key already present: this socket was inserted by another accel instance */
+	__u64 insert_error;        /* any other refusal (e.g. a ULP such as kTLS) */
+	__u64 insert_no_state;     /* per-socket state could not be allocated: left on TCP */
 	/* sk_msg */
 	__u64 redirected_msgs;
 	__u64 redirected_bytes;

@@ -36,8 +36,8 @@
  * pinned section. */
 struct sock_hash_table_t {
 	struct sock_key key;
-	int leaf;
-	int (*update)(struct sock_key *, int *);
+	__u64 leaf; /* 8 bytes: a lookup from userspace then returns the socket's cookie */
+	int (*update)(struct sock_key *, __u64 *);
 	int (*delete)(struct sock_key *);
 	int (*sock_hash_update)(void *, void *, u64);
 	int (*msg_redirect_hash)(void *, void *, u64);
@@ -46,7 +46,22 @@ struct sock_hash_table_t {
 };
 __attribute__((section("maps/sockhash:" ACCEL_PIN_DIR "/sock_hash")))
 struct sock_hash_table_t sock_hash = {.max_entries = ACCEL_SOCKHASH_SIZE};
-BPF_ANNOTATE_KV_PAIR(sock_hash, struct sock_key, int);
+BPF_ANNOTATE_KV_PAIR(sock_hash, struct sock_key, __u64);
+
+/* Per-socket state (struct sock_state), written by sockops, read by sk_msg.
+ * Pinned so that both programs, compiled apart, share it, and so that a
+ * restarted controller's programs see the state of sockets inserted before
+ * it. Declared as BPF_SK_STORAGE does, in a pinned section. */
+struct sock_states_table_t {
+	int key;
+	struct sock_state leaf;
+	void *(*sk_storage_get)(void *, void *, int);
+	int (*sk_storage_delete)(void *);
+	u32 flags;
+};
+__attribute__((section("maps/sk_storage:" ACCEL_PIN_DIR "/sock_states")))
+struct sock_states_table_t sock_states = {.flags = BPF_F_NO_PREALLOC};
+BPF_ANNOTATE_KV_PAIR(sock_states, int, struct sock_state);
 
 BPF_TABLE_PINNED("hash", struct endpoint_key, struct endpoint_value, endpoints,
 		 ACCEL_ENDPOINTS_SIZE, ACCEL_PIN_DIR "/endpoints");

@@ -20,10 +20,6 @@ static __always_inline struct stats *stats_get(void)
 	return stats.lookup(&zero);
 }
 
-/* Per-socket mode; not pinned on purpose: a socket keeps the sk_msg program
- * (and so this map) it was inserted with, across controller restarts. */
-BPF_SK_STORAGE(sock_states, struct sock_state);
-
 #ifndef ACCEL_NO_SMALL_WRITES
 /*
  * Streams of small writes go back to TCP, where TCP is faster.
@@ -38,30 +34,25 @@ BPF_SK_STORAGE(sock_states, struct sock_state);
  * ACCEL_BURST_GAP_NS of the previous one, with nothing sent by the other end
  * in between. The last condition keeps request/response traffic (one message
  * each way per round trip) redirected however fast the machine is: both ends
- * write who sent into a slot that the connection hashes to, so a reply shows
- * as the other end. Two connections sharing a slot only reset
- * each other's count: the error is towards staying redirected.
+ * write who sent into a slot that the connection hashes to (sockops chose
+ * it), so a reply shows as the other end. Two connections sharing a slot only
+ * reset each other's count: the error is towards staying redirected.
  */
 struct conn_slot {
-	__u32 last_sender; /* sender id (local port ^ address) of the end that sent last */
+	__u32 last_sender; /* sender id of the end that sent last */
 };
 BPF_ARRAY(conn_slots, struct conn_slot, ACCEL_CONN_SLOTS);
 
-static __always_inline int small_write_stream(struct sock_state *st, const struct sock_key *self, int ns_local, __u32 size)
+static __always_inline int small_write_stream(struct sock_state *st, __u32 size)
 {
-	/* The same index from both ends: XOR does not care about direction. */
-	__u32 idx = (self->local_port ^ self->remote_port ^ self->local_ip[3] ^ self->remote_ip[3]) & (ACCEL_CONN_SLOTS - 1);
-	__u32 limit = ns_local ? ACCEL_SMALL_LOCAL : ACCEL_SMALL_REMOTE;
-	/* The two ends differ in port (same address) or in address (a client
-	 * may bind the server's port number). */
-	__u32 me = self->local_port ^ self->local_ip[3];
+	__u32 idx = st->slot;
 	struct conn_slot *slot = conn_slots.lookup(&idx);
 	__u64 now = bpf_ktime_get_ns();
-	int alone = slot && slot->last_sender == me;
+	int alone = slot && slot->last_sender == st->sender;
 
 	if (slot && !alone) /* store only on a change: a one-way stream does not dirty the line */
-		slot->last_sender = me;
-	if (size < limit && alone && now - st->last_ns < ACCEL_BURST_GAP_NS)
+		slot->last_sender = st->sender;
+	if (size < st->small_limit && alone && now - st->last_ns < ACCEL_BURST_GAP_NS)
 		st->burst++;
 	else
 		st->burst = 0;
@@ -73,15 +64,16 @@ static __always_inline int small_write_stream(struct sock_state *st, const struc
 int accel_redir(struct sk_msg_md *msg)
 {
 	struct stats *s = stats_get(); /* one lookup per message, not one per counter */
+	struct bpf_sock *sk = msg->sk;
 	struct sock_state *st;
-	struct sock_key peer = {};
-	struct sock_key self = {};
 	__u32 size = msg->size;
 	long verdict;
 
-	st = sock_states.sk_storage_get(msg->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	/* sockops wrote the state before inserting the socket; a socket without
+	 * it (inserted by an instance with another state map) cannot promise
+	 * order: never redirect. */
+	st = sk ? sock_states.sk_storage_get(sk, 0, 0) : 0;
 	if (!st) {
-		/* Without state we cannot promise order: never redirect. */
 		STATS_ADD(s, fallback_no_state, 1);
 		STATS_ADD(s, fallback_bytes, size);
 		return SK_PASS;
@@ -92,25 +84,10 @@ int accel_redir(struct sk_msg_md *msg)
 		return SK_PASS;
 	}
 
-	if (ACCEL_FILL_TUPLE(&self, msg) < 0) {
-		st->mode = ACCEL_MODE_TCP;
-		STATS_ADD(s, fallback_sticky, 1);
-		STATS_ADD(s, fallback_bytes, size);
-		return SK_PASS;
-	}
-	/* The peer's key is ours with the ends swapped. */
-	__builtin_memcpy(peer.local_ip, self.remote_ip, sizeof(peer.local_ip));
-	__builtin_memcpy(peer.remote_ip, self.local_ip, sizeof(peer.remote_ip));
-	peer.local_port = self.remote_port;
-	peer.remote_port = self.local_port;
-	int ns_local = accel_namespace_local(&self); /* once per message: used twice */
-	if (ns_local)
-		peer.netns = bpf_get_netns_cookie(msg);
-
 	/* The controller saw the peer's queue hold more than TCP would allow. */
 	u32 zero = 0;
 	u32 *guarded = guard_active.lookup(&zero);
-	if (guarded && *guarded && backlog_guard.lookup(&peer)) {
+	if (guarded && *guarded && backlog_guard.lookup(&st->peer)) {
 		st->mode = ACCEL_MODE_TCP;
 		STATS_ADD(s, fallback_backlog, 1);
 		STATS_ADD(s, fallback_bytes, size);
@@ -118,7 +95,7 @@ int accel_redir(struct sk_msg_md *msg)
 	}
 
 #ifndef ACCEL_NO_SMALL_WRITES
-	if (small_write_stream(st, &self, ns_local, size)) {
+	if (small_write_stream(st, size)) {
 		st->mode = ACCEL_MODE_TCP;
 		STATS_ADD(s, fallback_small_writes, 1);
 		STATS_ADD(s, fallback_bytes, size);
@@ -126,7 +103,9 @@ int accel_redir(struct sk_msg_md *msg)
 	}
 #endif
 
-	verdict = sock_hash.msg_redirect_hash(msg, &peer, BPF_F_INGRESS);
+	/* The peer key holds both sequence numbers of this connection: only the
+	 * socket at its other end can match it (accel.h, struct sock_key). */
+	verdict = sock_hash.msg_redirect_hash(msg, &st->peer, BPF_F_INGRESS);
 	if (verdict != SK_PASS) {
 		if (st->mode == ACCEL_MODE_NEW)
 			STATS_ADD(s, fallback_peer_missing, 1);

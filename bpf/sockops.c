@@ -8,6 +8,8 @@
  * and counted by reason. Insertion never overwrites (BPF_NOEXIST): a key that
  * is already present belongs to another live socket.
  */
+#include <uapi/linux/errno.h>
+
 #include "maps.h"
 
 static __always_inline struct stats *stats_get(void)
@@ -16,7 +18,7 @@ static __always_inline struct stats *stats_get(void)
 	return stats.lookup(&zero);
 }
 
-static __always_inline int remote_policy_ok(struct sock_key *key)
+static __always_inline int remote_policy_ok(struct stats *s, struct sock_key *key, int ns_local)
 {
 	struct endpoint_key ep = {};
 	struct endpoint_value *val;
@@ -25,58 +27,112 @@ static __always_inline int remote_policy_ok(struct sock_key *key)
 	__builtin_memcpy(ep.ip, key->local_ip, sizeof(ep.ip));
 	val = endpoints.lookup(&ep);
 	if (val && val->policy == ACCEL_POLICY_OPT_OUT) {
-		ACCEL_COUNT(skipped_policy);
+		STATS_ADD(s, skipped_policy, 1);
 		return 0;
 	}
 
-	if (accel_namespace_local(key))
+	if (ns_local)
 		return 1;
 
 	__builtin_memcpy(ep.ip, key->remote_ip, sizeof(ep.ip));
 	val = endpoints.lookup(&ep);
 	if (!val) {
-		ACCEL_COUNT(skipped_not_local);
+		STATS_ADD(s, skipped_not_local, 1);
 		return 0;
 	}
 	if (val->policy != ACCEL_POLICY_ACCELERATE) {
-		ACCEL_COUNT(skipped_policy);
+		STATS_ADD(s, skipped_policy, 1);
 		return 0;
 	}
 	return 1;
 }
 
+/* What sk_msg needs on every send, computed once here: the peer's key is
+ * ours with the ends swapped, and the small-write slot is one both ends hash
+ * to (XOR does not care about direction). */
+static __always_inline void fill_state(struct sock_state *st, const struct sock_key *key, int ns_local)
+{
+	st->peer.netns = key->netns;
+	__builtin_memcpy(st->peer.local_ip, key->remote_ip, sizeof(st->peer.local_ip));
+	__builtin_memcpy(st->peer.remote_ip, key->local_ip, sizeof(st->peer.remote_ip));
+	st->peer.local_port = key->remote_port;
+	st->peer.remote_port = key->local_port;
+	st->peer.local_seq = key->remote_seq;
+	st->peer.remote_seq = key->local_seq;
+	st->mode = ACCEL_MODE_NEW;
+	st->burst = 0;
+	st->last_ns = 0;
+	st->slot = (key->local_port ^ key->remote_port ^ key->local_ip[3] ^ key->remote_ip[3] ^ key->local_seq ^ key->remote_seq) &
+		   (ACCEL_CONN_SLOTS - 1);
+	/* The two ends differ in port (same address) or in address (a client
+	 * may bind the server's port number). */
+	st->sender = key->local_port ^ key->local_ip[3];
+	st->small_limit = ns_local ? ACCEL_SMALL_LOCAL : ACCEL_SMALL_REMOTE;
+}
+
 static __always_inline void on_established(struct bpf_sock_ops *skops)
 {
+	struct stats *s = stats_get(); /* one lookup per program run */
 	struct sock_key key = {};
-	int err;
+	struct sock_state *st;
+	struct bpf_sock *sk;
+	int ns_local;
+	long err;
 
-	ACCEL_COUNT(established);
+	STATS_ADD(s, established, 1);
 
 	if (ACCEL_FILL_TUPLE(&key, skops) < 0) {
-		ACCEL_COUNT(skipped_family);
+		STATS_ADD(s, skipped_family, 1);
 		return;
 	}
 
 	/* Data that moved before this callback (TCP Fast Open) went through TCP;
-	 * redirected bytes sent later could overtake it (invariant 4). */
+	 * redirected bytes sent later could overtake it (invariant 4). It would
+	 * also move snd_nxt/rcv_nxt off the initial sequence numbers. */
 	if (skops->data_segs_in > 0 || skops->data_segs_out > 0 || skops->bytes_received > 0) {
-		ACCEL_COUNT(skipped_early_data);
+		STATS_ADD(s, skipped_early_data, 1);
 		return;
 	}
 
-	if (!remote_policy_ok(&key))
+	ns_local = accel_namespace_local(&key);
+	if (!remote_policy_ok(s, &key, ns_local))
 		return;
 
-	if (accel_namespace_local(&key))
+	if (ns_local)
 		key.netns = bpf_get_netns_cookie(skops);
+	key.local_seq = skops->snd_nxt;
+	key.remote_seq = skops->rcv_nxt;
+
+	/* State first: a socket in the map without it could never redirect.
+	 * sk_msg cannot run before both are done (the socket is locked here). */
+	sk = skops->sk;
+	if (!sk)
+		return;
+	st = sock_states.sk_storage_get(sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!st) {
+		STATS_ADD(s, insert_no_state, 1);
+		return;
+	}
+	fill_state(st, &key, ns_local);
 
 	err = sock_hash.sock_hash_update(skops, &key, BPF_NOEXIST);
-	if (err) {
-		accel_dbg("accel: insert failed %d port %d\n", err, key.local_port);
-		ACCEL_COUNT(insert_failed);
+	if (err == 0) {
+		STATS_ADD(s, inserted, 1);
 		return;
 	}
-	ACCEL_COUNT(inserted);
+	accel_dbg("accel: insert failed %ld port %d\n", err, key.local_port);
+	if (err == -EEXIST) {
+		/* With the sequence numbers in the key, only this very socket can
+		 * hold it: another instance's sockops inserted it first. Its state
+		 * is the one just written (the same map), so leave it. */
+		STATS_ADD(s, insert_exists, 1);
+		return;
+	}
+	if (err == -E2BIG || err == -ENOMEM)
+		STATS_ADD(s, insert_failed, 1);
+	else
+		STATS_ADD(s, insert_error, 1);
+	sock_states.sk_storage_delete(sk);
 }
 
 int accel_sockops(struct bpf_sock_ops *skops)

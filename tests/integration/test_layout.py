@@ -61,6 +61,6 @@ def test_mirror_matches_compiled_layout(compiled_layout, cname):
 
 
 def test_the_measurement_is_not_trivial(compiled_layout):
-    # Guard against a program that stored nothing: the key is 48 bytes.
-    assert compiled_layout[("sock_key", "sizeof")] == 48
-    assert compiled_layout[("sock_key", "remote_port")] == 44
+    # Guard against a program that stored nothing: the key is 56 bytes.
+    assert compiled_layout[("sock_key", "sizeof")] == 56
+    assert compiled_layout[("sock_key", "remote_seq")] == 52

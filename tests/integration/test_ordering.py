@@ -117,7 +117,7 @@ def test_peer_that_joins_late_never_overtakes_tcp_bytes(accel_env):
     Later client bytes must still go by TCP: redirected ones would be read
     before the unread TCP ones."""
     from accel import libbpf
-    from accel.maps import SockKey, ip_words
+    from accel.maps import SockKey, SockState, mirror
 
     from .cgroups import inside, own_cgroup
 
@@ -134,16 +134,24 @@ def test_peer_that_joins_late_never_overtakes_tcp_bytes(accel_env):
     before = accel_env.counters()
     first = b"A" * 5000
     client.sendall(first)  # peer missing: TCP, and the client is now sticky
-    cookie = int.from_bytes(server.getsockopt(socket.SOL_SOCKET, 71, 8), "little")
-    sport, cport = server.getsockname()[1], client.getsockname()[1]
-    key = SockKey(cookie, ip_words("127.0.0.1"), ip_words("127.0.0.1"), sport, cport)
-    fd = libbpf.obj_get(os.path.join(accel_env.pin_dir, "sock_hash"))
-    try:
-        import ctypes
+    # The server's key as the client's sockops computed it (with both
+    # sequence numbers), from the client's per-socket state; the server gets
+    # the mirror of that state, as its own sockops would have written it.
+    import ctypes
 
-        libbpf.map_update(fd, key, ctypes.c_uint32(server.fileno()), libbpf.NOEXIST)
+    states = libbpf.obj_get(os.path.join(accel_env.pin_dir, "sock_states"))
+    sockhash = libbpf.obj_get(os.path.join(accel_env.pin_dir, "sock_hash"))
+    try:
+        mine = SockState()
+        assert libbpf.map_lookup(states, ctypes.c_int(client.fileno()), mine)
+        assert mine.mode == 2, "the client went to TCP for good on its first send"
+        server_key = SockKey.from_buffer_copy(mine.peer)
+        server_state = SockState(peer=mirror(server_key), slot=mine.slot, sender=mine.sender ^ 1, small_limit=mine.small_limit)
+        libbpf.map_update(states, ctypes.c_int(server.fileno()), server_state)
+        libbpf.map_update(sockhash, server_key, ctypes.c_uint64(server.fileno()), libbpf.NOEXIST)
     finally:
-        os.close(fd)
+        os.close(states)
+        os.close(sockhash)
     second = bytes(range(256)) * 40
     client.sendall(second)
     client.shutdown(socket.SHUT_WR)

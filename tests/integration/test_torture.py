@@ -31,6 +31,7 @@ def test_quick_torture_loses_reorders_duplicates_and_misdelivers_nothing(tmp_pat
     assert rows["abortive_close"]["aborted_on_purpose"] > 0
     assert rows["controller_churn"]["facts"]["controller_actions"] >= 3
     assert rows["isolation"]["facts"]["namespaces"] >= 8
+    assert rows["tuple_reuse"]["facts"]["reused_while_held"] > 0
     slow = rows["slow_receiver"]["facts"]
     assert slow["plain"]["eagain"] > 0  # plain TCP pushes back on a sender
     assert report["controller_counters"]["redirected_bytes"] > 0

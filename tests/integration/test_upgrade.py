@@ -79,7 +79,7 @@ def test_a_socket_map_of_another_layout_is_refused_while_it_holds_sockets(fresh_
     sh = pin_map(ctl.pin_dir, "sock_hash", older("sock_hash", key_delta=-8), 64)
     client, server = connected_pair("127.0.0.1")
     key = (ctypes.c_ubyte * (LAYOUTS["sock_hash"][1] - 8))(1)
-    libbpf.map_update(sh, key, ctypes.c_uint32(server.fileno()))
+    libbpf.map_update(sh, key, ctypes.c_uint64(server.fileno()))
     assert libbpf.map_count(sh) == 1
 
     res = subprocess.run([*ctl.base_args(), "run", "--cgroup", ctl.cgroup], capture_output=True, text=True, timeout=120)

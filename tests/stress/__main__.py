@@ -76,6 +76,27 @@ def _table(rows: list[dict[str, Any]]) -> Table:
     return t
 
 
+INSERT_FAILURES = ("insert_failed", "insert_error", "insert_no_state")
+
+
+def _inserts(ctl: Any) -> dict[str, int] | None:
+    """The main controller's insert-failure counters (None while its pins are gone)."""
+    try:
+        c = ctl.counters()
+    except OSError:
+        return None
+    return {k: c[k] for k in INSERT_FAILURES}
+
+
+def _unexplained_insert_failures(before: dict[str, int] | None, after: dict[str, int] | None) -> list[str]:
+    """The main controller's map (65536 sockets) never fills in any scenario
+    (sockhash_full uses a controller of its own): a socket it failed to
+    insert is a fault, such as a key taken by another connection."""
+    if before is None or after is None or any(after[k] < before[k] for k in before):  # pins replaced meanwhile
+        return []
+    return [f"{k} rose by {after[k] - before[k]} with the map far from full" for k in INSERT_FAILURES if after[k] > before[k]]
+
+
 @click.command()
 @click.option("--quick", "profile", flag_value="quick", default=True, help="About 2 minutes (CI).")
 @click.option("--soak", "profile", flag_value="soak", help="Larger counts and volumes; minutes.")
@@ -114,12 +135,14 @@ def main(profile: str, repeat: int, only: tuple[str, ...], seed: int | None, jso
                         ctx = Ctx(replace(prof), topo, ctl, cg, random.Random(seed + rnd * 1000 + len(rows)))
                         ctx.progress = lambda msg: bar.update(task, detail=msg)
                         t0 = time.monotonic()
+                        before = _inserts(ctl)
                         try:
                             out = SCENARIOS[name](ctx)
                         except Exception as exc:  # a crash of a scenario is a failure, reported
                             from .engine import Result
 
                             out = Outcome(Result(errors=[f"scenario crashed: {exc!r}", *traceback.format_exc().splitlines()[-6:]]))
+                        out.result.errors += _unexplained_insert_failures(before, _inserts(ctl))
                         rows.append(_row(name, out, time.monotonic() - t0))
                         bar.advance(task)
             final = ctl.counters()

@@ -55,6 +55,7 @@ class Job:
     addr: str = ""  # default: the listener's address (set another for v4-mapped)
     bind: tuple[str, int] | None = None
     abort_at: int | None = None  # RST after this many bytes sent (SO_LINGER 0)
+    hold_s: float = 0.0  # keep the fd open this long after EOF (the connection sits in TIME_WAIT)
 
     @property
     def dest(self) -> tuple[str, int]:
@@ -199,8 +200,11 @@ class _Client(_End):
         self.checker = Checker(conn_id)
         self.connected = False
         self.wr_closed = False
+        self.held = False  # finished, fd kept open (EventLoop.hold)
 
     def want(self) -> int:
+        if self.held:
+            return 0
         ev = selectors.EVENT_READ if self.connected else 0
         if not self.wr_closed:
             ev |= selectors.EVENT_WRITE
@@ -251,7 +255,10 @@ class _Client(_End):
         self.loop.result.completed += 1
         self.loop.result.bytes_sent += self.stream.produced
         self.loop.result.add_checked(self.checker, self.stream.produced, aborted=False, who="client")
-        self.close()
+        if self.job.hold_s:
+            self.loop.hold(self, self.job.hold_s)
+        else:
+            self.close()
 
     def _fail(self, why: str) -> None:
         self.loop.result.errors.append(f"conn {self.conn_id}: {why}")
@@ -267,6 +274,8 @@ class EventLoop:
         self.rng = random.Random(seed)
         self.result = Result()
         self.ends: set[_End] = set()
+        self.held: list[tuple[float, _Client]] = []  # finished clients whose fd stays open
+        self.reused_while_held = 0  # new connections that took a held client's tuple
         self.by_port: dict[tuple[str, int], Listener] = {}
         for lst in listeners:
             self.sel.register(lst.sock, selectors.EVENT_READ, lst)
@@ -285,6 +294,9 @@ class EventLoop:
         if err not in (0, errno.EINPROGRESS):
             client._fail(f"connect: {errno.errorcode.get(err, err)}")
             return
+        if self.held:
+            mine = sock.getsockname()[:2]
+            self.reused_while_held += any(c.sock.getsockname()[:2] == mine and c.job.dest == job.dest for _, c in self.held)
         self.ends.add(client)
         self._sync(client)
 
@@ -302,6 +314,35 @@ class EventLoop:
         else:
             self.sel.modify(end.sock, ev, end)
         end.events = ev
+
+    def hold(self, client: _Client, seconds: float) -> None:
+        """Keep a finished client's fd open (its connection ended: TIME_WAIT)
+        while new connections may reuse its tuple; it reads nothing more."""
+        with contextlib.suppress(KeyError, ValueError):
+            self.sel.unregister(client.sock)
+        client.events = 0
+        client.held = True
+        self.ends.discard(client)
+        self.held.append((time.monotonic() + seconds, client))
+
+    def _release_held(self, now: float | None = None) -> None:
+        """Close held clients (all, or those due). A connection that ended has
+        nothing left to read but EOF: any byte found is another connection's."""
+        keep = []
+        for due, client in self.held:
+            if now is not None and due > now:
+                keep.append((due, client))
+                continue
+            try:
+                client.sock.setblocking(False)
+                stray = client.sock.recv(1 << 20)
+            except OSError:
+                stray = b""
+            if stray:
+                self.result.tally.misdelivered += len(stray)
+                self.result.errors.append(f"conn {client.conn_id}: {len(stray)} bytes arrived after its own EOF (another connection's)")
+            client.close()
+        self.held = keep
 
     def _accept(self, lst: Listener) -> None:
         for _ in range(64):
@@ -324,6 +365,8 @@ class EventLoop:
                     pending = False
                     break
                 self.start(job)
+            if self.held:
+                self._release_held(time.monotonic())
             if not pending and not self.ends:
                 break
             if time.monotonic() > deadline:
@@ -356,6 +399,7 @@ class EventLoop:
             end.close()
 
     def close(self) -> None:
+        self._release_held()
         for end in list(self.ends):
             end.close()
         self.sel.close()

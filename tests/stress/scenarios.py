@@ -40,10 +40,11 @@ class Profile:
     pause_s: float
     iso_namespaces: int
     restart_rounds: int
+    reuse_conns: int
 
 
-QUICK = Profile("quick", 1500, 300, 256 << 10, 600, 4 << 20, 3, 8, 2)
-SOAK = Profile("soak", 20000, 1000, 1 << 20, 5000, 32 << 20, 10, 32, 10)
+QUICK = Profile("quick", 1500, 300, 256 << 10, 600, 4 << 20, 3, 8, 2, 600)
+SOAK = Profile("soak", 20000, 1000, 1 << 20, 5000, 32 << 20, 10, 32, 10, 6000)
 
 
 @dataclass
@@ -547,6 +548,60 @@ def small_writes(ctx: Ctx) -> Outcome:
     return Outcome(res, {"switched_sockets": d.get("fallback_small_writes", 0), "redirected_bytes": d.get("redirected_bytes", 0)})
 
 
+# --- 12. a tuple reused through TIME_WAIT while the old socket is still open -------------------------
+REUSE_PORTS = (40000, 40063)  # 64 ephemeral ports: nearly every connect reuses a TIME_WAIT tuple
+
+
+def _sysctl(ns: str, values: dict[str, str], optional: tuple[str, ...] = ()) -> None:
+    for key, value in values.items():
+        subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-q", "-w", f"{key}={value}"], check=key not in optional, capture_output=True)
+
+
+def tuple_reuse(ctx: Ctx) -> Outcome:
+    """Half-closing clients that keep their fd open after EOF (their
+    connection sits in TIME_WAIT) while new connections reuse the same
+    tuples: the shape that once handed a new connection's bytes to the old
+    socket. A pod namespace of its own, with a narrow ephemeral port range and
+    no TIME_WAIT reuse delay, makes almost every connection a reuse; each held
+    socket is read once more when it is closed, so a stray byte is caught
+    there too."""
+    p, rng = ctx.profile, ctx.rng
+    ns = f"{ctx.topo.prefix}-reuse"
+    create_netns(ns)
+    try:
+        _sysctl(
+            ns,
+            {
+                "net.ipv4.ip_local_port_range": f"{REUSE_PORTS[0]} {REUSE_PORTS[1]}",
+                "net.ipv4.tcp_tw_reuse": "2",  # the default in a new namespace: loopback only
+                "net.ipv4.tcp_tw_reuse_delay": "1",  # ms; the default waits 1 s
+            },
+            optional=("net.ipv4.tcp_tw_reuse_delay",),  # 6.13+
+        )
+        targets = [Listener(ns, "127.0.0.1", 7070), Listener(ns, "::1", 7071)]
+
+        def jobs() -> Iterator[Job]:
+            for i in range(p.reuse_conns):
+                yield Job(ns, targets[i % 2], _sizes(rng, 64 << 10), hold_s=rng.uniform(0.05, 0.6))
+
+        before = _counters(ctx)
+        loop = EventLoop(targets, seed=rng.getrandbits(32))
+        try:
+            res = loop.run(jobs(), 16, time.monotonic() + ctx.deadline_s, progress=lambda r: ctx.progress(f"{r.completed} done"))
+        finally:
+            loop.close()
+            for lst in targets:
+                lst.close()
+        d = _delta(before, _counters(ctx))
+    finally:
+        remove_netns(ns)
+    if loop.reused_while_held == 0:
+        res.errors.append("no connection reused the tuple of a socket still open: the case was not exercised")
+    if not d.get("redirected_bytes"):
+        res.errors.append("nothing redirected")
+    return Outcome(res, {"reused_while_held": loop.reused_while_held, "counters": d})
+
+
 SCENARIOS: dict[str, Callable[[Ctx], Outcome]] = {
     "churn": churn,
     "early_writes": early_writes,
@@ -559,6 +614,7 @@ SCENARIOS: dict[str, Callable[[Ctx], Outcome]] = {
     "isolation": isolation,
     "dual_stack": dual_stack,
     "small_writes": small_writes,
+    "tuple_reuse": tuple_reuse,
 }
 
 __all__ = ["QUICK", "SCENARIOS", "SOAK", "Ctx", "Outcome", "Profile"]

@@ -30,9 +30,10 @@ def test_words_are_network_order_bytes(ip):
     assert bytes(words) == pack_ip(ip)
 
 
-def test_sock_key_is_48_bytes_without_padding():
-    assert ctypes.sizeof(SockKey) == 48
+def test_sock_key_is_56_bytes_without_padding():
+    assert ctypes.sizeof(SockKey) == 56
     assert SockKey.remote_port.offset == 44
+    assert SockKey.remote_seq.offset == 52
 
 
 def test_stats_has_only_u64_counters():
@@ -63,3 +64,13 @@ def test_pairing_never_crosses_namespaces():
     conns = pair_connections([a1, b1, a2, b2])
     assert sorted(c.netns for c in conns) == [1, 2]
     assert all(c.both_in_map for c in conns)
+
+
+def test_pairing_tells_a_reused_tuple_from_the_connection_that_ended():
+    # c1 ended (its fd still open, so still in the map); c2 reused its tuple
+    # through TIME_WAIT and pairs with s2, not with c1.
+    c1 = SockEntry(5, "127.0.0.1", 40000, "127.0.0.1", 80, 1000, 2000)
+    c2 = SockEntry(5, "127.0.0.1", 40000, "127.0.0.1", 80, 9000, 7000)
+    s2 = SockEntry(5, "127.0.0.1", 80, "127.0.0.1", 40000, 7000, 9000)
+    conns = pair_connections([c1, c2, s2])
+    assert sorted(c.both_in_map for c in conns) == [False, True]
