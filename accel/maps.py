@@ -174,6 +174,10 @@ def endpoint_key(addr: str | ipaddress.IPv4Address | ipaddress.IPv6Address) -> E
     return EndpointKey(ip_words(addr))
 
 
+Tuple5 = tuple[int, str, int, str, int]  # netns, local, port, remote, port
+Identity = tuple[int, str, int, str, int, int, int]  # Tuple5 + local and remote initial sequence
+
+
 @dataclass(frozen=True)
 class SockEntry:
     """One socket in the sockhash, decoded."""
@@ -198,17 +202,17 @@ class SockEntry:
             remote_seq=key.remote_seq,
         )
 
-    def tuple(self) -> tuple[int, str, int, str, int]:
+    def tuple(self) -> Tuple5:
         """Where the socket is: its namespace (loopback) and addresses."""
         return (self.netns, self.local, self.local_port, self.remote, self.remote_port)
 
-    def identity(self) -> tuple[int, str, int, str, int, int, int]:
+    def identity(self) -> Identity:
         """Which connection it is: the tuple and both initial sequence
         numbers. Two sockets can share a tuple (one whose connection ended
         and one that reused the tuple through TIME_WAIT), never an identity."""
         return (*self.tuple(), self.local_seq, self.remote_seq)
 
-    def peer_identity(self) -> tuple[int, str, int, str, int, int, int]:
+    def peer_identity(self) -> Identity:
         return (self.netns, self.remote, self.remote_port, self.local, self.local_port, self.remote_seq, self.local_seq)
 
 
