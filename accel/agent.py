@@ -44,6 +44,39 @@ class EndpointSync:
         return len(upserts), len(deletes)
 
 
+class InsertWatch:
+    """Logs sockets the datapath could not insert, by reason, as they happen
+    (the kernel only counts them): a full map, a key already present, a
+    refusal (kTLS), no memory for per-socket state. Each leaves both ends of
+    that connection on plain TCP."""
+
+    REASONS = {
+        "insert_failed": "the socket map is full - raise --sockhash-size (after `accel down`)",
+        "insert_exists": "the socket was already inserted by another accel instance on the same maps",
+        "insert_error": "the kernel refused the socket (a ULP such as kTLS, or an unsupported state)",
+        "insert_no_state": "no memory for per-socket state",
+    }
+
+    def __init__(self, pin_dir: str, log: Any) -> None:
+        self.pin_dir = pin_dir
+        self.log = log
+        self.last: dict[str, int] | None = None
+
+    def check(self) -> None:
+        try:
+            with PinnedMaps(self.pin_dir) as maps:
+                stats = maps.stats()
+        except OSError:
+            return
+        now = {k: stats[k] for k in self.REASONS}
+        if self.last is not None:
+            for reason, why in self.REASONS.items():
+                grew = now[reason] - self.last[reason]
+                if grew > 0:
+                    self.log.warning("sockets left on plain TCP", reason=reason, sockets=grew, why=why)
+        self.last = now
+
+
 class _Wake:
     """A self-pipe: signal handlers and watcher threads wake the main loop."""
 
@@ -145,6 +178,8 @@ def run(settings: Settings) -> int:
             "accelerating", cgroup=attached.cgroup, sockops_id=attached.sockops_id, redir_id=attached.redir_id, backlog_limit_mib=round(guard.limit / 2**20, 1)
         )
         guard.start(settings.backlog_interval)
+        inserts = InsertWatch(settings.pin_dir, log)
+        inserts.check()
         next_scan = time.monotonic() + settings.rescan_interval
         while not stop:
             timeout = max(0.0, next_scan - time.monotonic())
@@ -154,6 +189,7 @@ def run(settings: Settings) -> int:
                 changed = True  # a watcher thread reported, or a signal came
             if time.monotonic() >= next_scan:
                 changed = netlink.rescan() or changed
+                inserts.check()
                 next_scan = time.monotonic() + settings.rescan_interval
             if changed and not stop:
                 sync.apply(current())

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import __version__, doctor, kernel
-from .datapath import detach_all_sockops, remove_pins, sockops_attached
+from .datapath import detach_all_sockops, remove_pins, retired_socket_maps, sockops_attached
 from .errors import AccelError, NotRootError, NotRunningError, SettingsError
 from .maps import POLICY_NAMES, PinnedMaps, SockEntry, pair_connections
 from .settings import DEFAULT_PIN_DIR, DEFAULT_STATE_DIR, Settings
@@ -191,6 +191,7 @@ def collect_status(settings: Settings) -> dict[str, Any]:
         "attached": False,
         "sockops_ids": [],
         "sockets": 0,
+        "retired_sockets": 0,  # in socket maps an older version pinned (kept until they close)
         "endpoints": 0,
         "endpoints_by_policy": {},
         "map_sizes": {},
@@ -211,6 +212,7 @@ def collect_status(settings: Settings) -> dict[str, Any]:
                 by_policy[name] = by_policy.get(name, 0) + 1
             info["endpoints_by_policy"] = by_policy
             info["map_sizes"] = maps.map_sizes()
+        info["retired_sockets"] = sum(retired_socket_maps(settings.pin_dir).values())
         info["sockops_ids"] = sockops_attached(settings, cgroup)
         info["attached"] = bool(info["sockops_ids"])
     else:
@@ -247,7 +249,8 @@ def status(ctx: click.Context, as_json: bool) -> None:
     out.print(f"accel {__version__}: {state} to cgroup {info['cgroup'] or '-'}  (kernel {info['kernel']}, pins {pins})")
     if info["running_pid"]:
         out.print(f"controller pid {info['running_pid']}")
-    out.print(f"sockets in the fast path: {info['sockets']}   local endpoints: {info['endpoints']} {info['endpoints_by_policy'] or ''}")
+    retired = f" (+{info['retired_sockets']} in an older version's map)" if info["retired_sockets"] else ""
+    out.print(f"sockets in the fast path: {info['sockets']}{retired}   local endpoints: {info['endpoints']} {info['endpoints_by_policy'] or ''}")
     table = Table(title=None, show_header=True, header_style="bold")
     table.add_column("counter")
     table.add_column("value", justify="right")

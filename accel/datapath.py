@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import kernel, libbpf
-from .errors import AttachError, BpffsError, CompileError, LayoutError, NotRunningError, SettingsError, VerifierError
+from .errors import AttachError, BpffsError, CompileError, NotRunningError, SettingsError, VerifierError
 from .maps import PinnedMaps, layout_mismatches
 from .settings import Settings
 from .stderr_capture import capture_fd2
@@ -159,26 +159,34 @@ class Datapath:
         """An upgrade that changed a map's layout: unpin the old map so that
         this version creates its own. Programs that use the old map keep it
         alive (a socket keeps the sk_msg program it was inserted with), so
-        connections accelerated before the upgrade run on untouched. The one
-        map that cannot be swapped under live sockets is the sockhash."""
+        connections accelerated before the upgrade run on untouched. A socket
+        map that still holds sockets is not unpinned but set aside (renamed
+        ``retired-sock_hash-<id>``): it stays visible to status and down,
+        which remove it once its last socket has closed."""
         for m in layout_mismatches(self.settings.pin_dir):
             path = os.path.join(self.settings.pin_dir, m.name)
             if m.name == "sock_hash":
+                if self.cgroup is not None:  # an older run's sockops feed it: no new sockets join
+                    detach_all_sockops(self.settings, self.cgroup)
                 live = _sockhash_count(path)
                 if live:
-                    raise LayoutError(
-                        f"upgrade: the pinned socket map {path} has another layout ({m.describe()}) and still holds {live} sockets - "
-                        "let those connections close and run `accel down` (or `accel down --force`, which purges their unread bytes), "
-                        "then start this version"
+                    retired = os.path.join(self.settings.pin_dir, f"{RETIRED_PREFIX}{_map_id(path)}")
+                    os.rename(path, retired)
+                    self.log.warning(
+                        "the socket map of another accel version still holds sockets; it is kept aside until they close",
+                        change=m.describe(),
+                        sockets=live,
+                        kept_as=retired,
+                        note="those connections run on with the programs they joined with; new ones use this version's map",
                     )
-                if self.cgroup is not None:  # a crashed older run may still feed it
-                    detach_all_sockops(self.settings, self.cgroup)
+                    continue
             os.unlink(path)
             self.log.warning(
                 "replaced a pinned map made by another accel version",
                 change=m.describe(),
                 note="its counters restart from zero" if m.name == "stats" else "connections accelerated before keep the old one",
             )
+        drop_empty_retired(self.settings.pin_dir)
 
     def _pinned_sizes(self) -> dict[str, int]:
         wanted = {"sock_hash": self.settings.sockhash_size, "endpoints": self.settings.endpoints_size}
@@ -296,6 +304,43 @@ def _sockhash_count(path: str) -> int:
         os.close(fd)
 
 
+def _map_id(path: str) -> int:
+    fd = libbpf.obj_get(path)
+    try:
+        return int(libbpf.map_info(fd)["id"])
+    finally:
+        os.close(fd)
+
+
+# Socket maps of an older layout that still held sockets at an upgrade.
+RETIRED_PREFIX = "retired-sock_hash-"
+
+
+def retired_socket_maps(pin_dir: str) -> dict[str, int]:
+    """Set-aside socket maps of ``pin_dir``: path -> sockets still in it."""
+    out: dict[str, int] = {}
+    with contextlib.suppress(FileNotFoundError):
+        for name in sorted(os.listdir(pin_dir)):
+            if name.startswith(RETIRED_PREFIX):
+                path = os.path.join(pin_dir, name)
+                with contextlib.suppress(OSError):
+                    out[path] = _sockhash_count(path)
+    return out
+
+
+def drop_empty_retired(pin_dir: str) -> int:
+    """Unpin the set-aside socket maps whose sockets have all closed; returns
+    the sockets the others still hold."""
+    left = 0
+    for path, count in retired_socket_maps(pin_dir).items():
+        if count:
+            left += count
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+    return left
+
+
 def remove_pins(settings: Settings, force: bool = False) -> int:
     """Detach sk_msg from the sockhash and unpin every map, if the sockhash is
     empty (or ``force``). Returns the number of sockets that were still in it.
@@ -305,10 +350,10 @@ def remove_pins(settings: Settings, force: bool = False) -> int:
         raise NotRunningError(f"down: nothing pinned at {pin_dir}")
     if not os.path.isabs(pin_dir) or os.path.normpath(pin_dir) in ("/", kernel.DEFAULT_BPFFS):
         raise SettingsError(f"down: refusing to remove {pin_dir}")
-    remaining = 0
+    remaining = drop_empty_retired(pin_dir)
     if PinnedMaps.exists(pin_dir):
         with PinnedMaps(pin_dir) as maps:
-            remaining = maps.socket_count()
+            remaining += maps.socket_count()
             if remaining and not force:
                 return remaining
             sh_fd = maps.fds["sock_hash"]
@@ -324,7 +369,9 @@ def remove_pins(settings: Settings, force: bool = False) -> int:
                     pass
                 finally:
                     os.close(fd)
-    for name in PinnedMaps.ALL_NAMES:
+    elif remaining and not force:
+        return remaining
+    for name in (*PinnedMaps.ALL_NAMES, *(os.path.basename(p) for p in retired_socket_maps(pin_dir))):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(pin_dir, name))
     try:

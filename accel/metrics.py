@@ -29,6 +29,7 @@ from .settings import Settings
 # so a new counter gets its label without a second list to keep in step.
 SKIP_REASONS = tuple(f.removeprefix("skipped_") for f in STAT_FIELDS if f.startswith("skipped_"))
 FALLBACK_REASONS = tuple(f.removeprefix("fallback_") for f in FALLBACK_MSG_FIELDS)
+INSERT_FAILURE_REASONS = {"full": "insert_failed", "exists": "insert_exists", "error": "insert_error", "no_state": "insert_no_state"}
 
 
 @dataclass
@@ -107,7 +108,10 @@ class DatapathCollector(Collector):
 
         yield counter("accel_established", "ESTABLISHED callbacks seen by sockops", stats["established"])
         yield counter("accel_inserted_sockets", "Sockets put into the fast path", stats["inserted"])
-        yield counter("accel_insert_failures", "Sockets that could not be inserted (map full, key present)", stats["insert_failed"])
+        failures = CounterMetricFamily("accel_insert_failures", "Sockets that could not be inserted, left on TCP, by reason", labels=["reason"])
+        for reason, name in INSERT_FAILURE_REASONS.items():
+            failures.add_metric([reason], float(stats[name]))
+        yield failures
         yield by_reason("accel_skipped_sockets", "Sockets left on TCP at ESTABLISHED, by reason", "skipped_", SKIP_REASONS)
         yield counter("accel_redirected_messages", "sendmsg() calls redirected to the peer socket", stats["redirected_msgs"])
         yield counter("accel_redirected_bytes", "Bytes redirected to the peer socket", stats["redirected_bytes"])

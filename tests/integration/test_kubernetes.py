@@ -85,6 +85,8 @@ def test_pods_from_the_api_are_accelerated_and_opt_out_applies_live(fresh_env, f
         assert m1["accel_attached"] == 1
         assert m1["accel_endpoints{policy=accelerate,source=kubernetes}"] >= 4
         assert "accel_fallback_messages_total{reason=peer_missing}" in m1
+        assert m1["accel_insert_failures_total{reason=full}"] == ctl.counters()["insert_failed"] == 0
+        assert "accel_insert_failures_total{reason=exists}" in m1
         assert "accel_last_pod_event_age_seconds" in m1
         client.close()
         server.close()

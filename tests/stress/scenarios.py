@@ -380,10 +380,17 @@ def sockhash_full(ctx: Ctx) -> Outcome:
                 jobs = (Job(ctx.a.ns, lst, _sizes(rng, 256 << 10)) for _ in range(p.churn_conns // 5))
                 res = _loop(ctx, [lst], jobs, 40, rng.getrandbits(32))
                 c = ctl.counters()
+            # The controller says so in its log (within a rescan interval).
+            deadline = time.monotonic() + 5
+            while '"reason": "insert_failed"' not in ctl.log() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            logged = '"reason": "insert_failed"' in ctl.log()
         finally:
             ctl.close()
     if c["insert_failed"] == 0:
         res.errors.append("the map never filled: insert_failed is 0")
+    elif not logged:
+        res.errors.append("the controller did not log the sockets it could not insert")
     return Outcome(res, {"insert_failed": c["insert_failed"], "inserted": c["inserted"], "redirected_bytes": c["redirected_bytes"]})
 
 
