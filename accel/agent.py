@@ -1,5 +1,7 @@
-"""`accel run`: wire the datapath, the endpoint sources, metrics and logs,
-until a signal says stop; then stop the way invariant 7 requires."""
+"""`accel run`: the agent wires the datapath, the endpoint sources, the
+backlog guard and the metrics endpoint; it starts them in order and, when a
+signal says stop, shuts them down in reverse, the way invariant 7 requires
+(detach the cgroup programs; keep the pins while sockets use them)."""
 
 from __future__ import annotations
 
@@ -7,14 +9,17 @@ import contextlib
 import os
 import signal
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from . import kernel
 from . import log as logmod
 from .backlog import BacklogGuard, default_limit
-from .datapath import Datapath, remove_pins
+from .control import remove_pins
+from .datapath import Attached, Datapath
 from .endpoints.netlink import NetlinkEndpoints
 from .endpoints.table import desired_policies, diff, merge
+from .errors import SettingsError
 from .maps import PinnedMaps
 from .metrics import AgentView, MetricsServer
 from .settings import Settings
@@ -97,124 +102,170 @@ class _Wake:
         os.close(self.wfd)
 
 
-def run(settings: Settings) -> int:
-    logmod.configure(settings.log_format)
-    log = logmod.get("accel.agent", pin_dir=settings.pin_dir)
-    kernel.require_root("accel run")
-    lock = RunLock(settings)
-    lock.acquire()
-    dp = Datapath(settings, log)
-    netlink = NetlinkEndpoints(log, all_namespaces=not settings.kubernetes)
-    kube: Any = None
-    metrics: MetricsServer | None = None
-    view = AgentView(kubernetes=settings.kubernetes)
-    attached = None
-    guard: BacklogGuard | None = None
-    wake = _Wake()
-    stop: list[int] = []
+class Agent:
+    """One `accel run`. ``start()`` brings everything up to attached and
+    ready, registering how to undo each step; ``serve()`` keeps the endpoint
+    map in sync until ``request_stop()``; ``shutdown()`` undoes what started,
+    last first, once."""
 
-    def on_signal(signum: int, _frame: Any) -> None:
-        stop.append(signum)
+    def __init__(self, settings: Settings, log: Any) -> None:
+        self.settings = settings
+        self.log = log
+        self.view = AgentView(kubernetes=settings.kubernetes)
+        self.wake = _Wake()
+        self.stopping: list[int] = []  # signals received
+        self.attached: Attached | None = None
+        self._undo = contextlib.ExitStack()
+        self._undo.callback(self.wake.close)
+        self.netlink = NetlinkEndpoints(log, all_namespaces=not settings.kubernetes)
+        self.kube: Any = None
+        self.metrics: MetricsServer | None = None
+        self.sync = EndpointSync(settings.pin_dir, log)
+        self.inserts = InsertWatch(settings.pin_dir, log)
 
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    signal.set_wakeup_fd(wake.wfd, warn_on_full_buffer=False)
-    try:
+    def request_stop(self, signum: int) -> None:
+        self.stopping.append(signum)
+        self.wake()
+
+    # --- start -------------------------------------------------------------------
+
+    def start(self) -> bool:
+        """True once attached; False when a stop came first."""
+        settings, undo = self.settings, self._undo
+        lock = RunLock(settings)
+        lock.acquire()
+        undo.callback(lock.release)
         if settings.metrics_address:
-            try:
-                metrics = MetricsServer(settings.metrics_address, settings, view)
-            except OSError as exc:
-                from .errors import SettingsError
-
-                raise SettingsError(f"serve metrics on {settings.metrics_address}: {exc.strerror} - pick another --metrics-address") from exc
-            metrics.start()
-            log.info("metrics listening", address=settings.metrics_address, port=metrics.port)
-        dp.prepare()
-        view.cgroup = dp.cgroup
-        log.info("kernel ok", kernel=kernel.kernel_release(), cgroup=dp.cgroup)
-        dp.load()
-        sync = EndpointSync(settings.pin_dir, log)
-        if settings.kubernetes:
-            from .endpoints.kube import KubeEndpoints, make_api_client
-
-            kube = KubeEndpoints(make_api_client(settings.kubeconfig), settings.node_name or "", log, notify=wake, watch_timeout=settings.watch_timeout)
-            view.watch_restarts = kube.restarts
-            view.last_pod_event = lambda: kube.state.last_event
-            kube.start()
-            # Attach only once the first lists are applied: a connection judged
-            # on a half-empty endpoint map would stay on TCP for its lifetime.
-            waited = 0.0
-            while not stop and not kube.wait_ready(10):
-                waited += 10
-                log.warning("waiting for the first pod list from the API server", seconds=waited)
-        if stop:
-            log.info("stopping before attach", signal=signal.Signals(stop[0]).name)
-            return 0
-
-        def current() -> dict[str, tuple[int, int]]:
-            return merge(desired_policies(netlink.addresses()), kube.state.policies() if kube else {})
-
-        netlink.rescan()
-        sync.apply(current())
-        attached = dp.attach()
-        view.ready = True
+            self.metrics = self._serve_metrics(settings.metrics_address)
+            undo.callback(self.metrics.close)
+        undo.callback(self.netlink.close)
+        dp = Datapath(settings, self.log)
+        undo.callback(self._stop_datapath, dp)
+        self.attached = dp.start(before_attach=lambda: self._fill_endpoints(dp))
+        if self.attached is None:
+            return False
+        self.view.cgroup = self.attached.cgroup
         write_state(
             settings,
             pid=os.getpid(),
-            cgroup=attached.cgroup,
-            sockops_id=attached.sockops_id,
-            redir_id=attached.redir_id,
+            cgroup=self.attached.cgroup,
+            sockops_id=self.attached.ids.get("accel_sockops"),
+            redir_id=self.attached.ids.get("accel_redir"),
+            programs=self.attached.ids,
             attached=True,
             started=time.time(),
             kernel=kernel.kernel_release(),
             headers=dp.headers.note if dp.headers else "",
             sockhash_size=dp.sizes.get("sock_hash"),
             endpoints_size=dp.sizes.get("endpoints"),
-            metrics_port=metrics.port if metrics else None,
+            metrics_port=self.metrics.port if self.metrics else None,
             kubernetes=settings.kubernetes,
         )
-        guard = BacklogGuard(settings.pin_dir, settings.backlog_limit or default_limit(), log)
-        view.backlog_guarded = lambda: guard.listed
-        log.info(
-            "accelerating", cgroup=attached.cgroup, sockops_id=attached.sockops_id, redir_id=attached.redir_id, backlog_limit_mib=round(guard.limit / 2**20, 1)
-        )
+        guard = BacklogGuard(settings.pin_dir, settings.backlog_limit or default_limit(), self.log)
+        self.view.backlog_guarded = lambda: guard.listed
         guard.start(settings.backlog_interval)
-        inserts = InsertWatch(settings.pin_dir, log)
-        inserts.check()
-        next_scan = time.monotonic() + settings.rescan_interval
-        while not stop:
-            timeout = max(0.0, next_scan - time.monotonic())
-            changed, woken = netlink.poll(timeout, [wake.rfd])
+        undo.callback(guard.stop)
+        self.view.ready = True
+        undo.callback(setattr, self.view, "ready", False)
+        self.log.info("accelerating", cgroup=self.attached.cgroup, programs=self.attached.ids, backlog_limit_mib=round(guard.limit / 2**20, 1))
+        self.inserts.check()
+        return True
+
+    def _serve_metrics(self, address: str) -> MetricsServer:
+        try:
+            metrics = MetricsServer(address, self.settings, self.view)
+        except OSError as exc:
+            raise SettingsError(f"serve metrics on {address}: {exc.strerror}", fix="pick another --metrics-address") from exc
+        metrics.start()
+        self.log.info("metrics listening", address=address, port=metrics.port)
+        return metrics
+
+    def _fill_endpoints(self, dp: Datapath) -> bool:
+        """Between load and attach: the endpoint map must be complete first,
+        or a connection judged on a half-empty map would stay on TCP for its
+        lifetime. In Kubernetes mode that means the first pod list."""
+        self.view.cgroup = dp.cgroup
+        self.log.info("kernel ok", kernel=kernel.kernel_release(), cgroup=dp.cgroup)
+        if self.settings.kubernetes:
+            from .endpoints.kube import KubeEndpoints, make_api_client
+
+            s = self.settings
+            self.kube = KubeEndpoints(make_api_client(s.kubeconfig), s.node_name or "", self.log, notify=self.wake, watch_timeout=s.watch_timeout)
+            self.view.watch_restarts = self.kube.restarts
+            self.view.last_pod_event = lambda: self.kube.state.last_event
+            self.kube.start()
+            self._undo.callback(self.kube.close)
+            waited = 0.0
+            while not self.stopping and not self.kube.wait_ready(10):
+                waited += 10
+                self.log.warning("waiting for the first pod list from the API server", seconds=waited)
+        if self.stopping:
+            self.log.info("stopping before attach", signal=signal.Signals(self.stopping[0]).name)
+            return False
+        self.netlink.rescan()
+        self.sync.apply(self._desired())
+        return True
+
+    def _desired(self) -> dict[str, tuple[int, int]]:
+        return merge(desired_policies(self.netlink.addresses()), self.kube.state.policies() if self.kube else {})
+
+    # --- serve ---------------------------------------------------------------------
+
+    def serve(self) -> None:
+        """Keep the endpoint map equal to what the sources say, until a stop."""
+        interval = self.settings.rescan_interval
+        next_scan = time.monotonic() + interval
+        while not self.stopping:
+            changed, woken = self.netlink.poll(max(0.0, next_scan - time.monotonic()), [self.wake.rfd])
             if woken:
-                wake.drain()
+                self.wake.drain()
                 changed = True  # a watcher thread reported, or a signal came
             if time.monotonic() >= next_scan:
-                changed = netlink.rescan() or changed
-                inserts.check()
-                next_scan = time.monotonic() + settings.rescan_interval
-            if changed and not stop:
-                sync.apply(current())
-        log.info("stopping", signal=signal.Signals(stop[0]).name)
-        return 0
+                changed = self.netlink.rescan() or changed
+                self.inserts.check()
+                next_scan = time.monotonic() + interval
+            if changed and not self.stopping:
+                self.sync.apply(self._desired())
+        self.log.info("stopping", signal=signal.Signals(self.stopping[0]).name)
+
+    # --- shutdown ------------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        self._undo.close()
+
+    def _stop_datapath(self, dp: Datapath) -> None:
+        dp.stop()
+        if self.attached is not None:
+            write_state(self.settings, attached=False, pid=None, stopped=time.time())
+        if PinnedMaps.exists(self.settings.pin_dir):
+            _release_pins_if_idle(self.settings, self.log)
+
+
+@contextlib.contextmanager
+def _signals(on_signal: Any, wake_fd: int) -> Iterator[None]:
+    """SIGINT and SIGTERM ask the agent to stop; the wake-up fd interrupts its wait."""
+    old = {s: signal.signal(s, lambda signum, _frame: on_signal(signum)) for s in (signal.SIGINT, signal.SIGTERM)}
+    signal.set_wakeup_fd(wake_fd, warn_on_full_buffer=False)
+    try:
+        yield
     finally:
-        view.ready = False
-        if guard is not None:
-            guard.stop()
-        if kube is not None:
-            kube.close()
-        dp.detach()
-        dp.close()
-        netlink.close()
-        if attached is not None:
-            write_state(settings, attached=False, pid=None, stopped=time.time())
-        if PinnedMaps.exists(settings.pin_dir):
-            _release_pins_if_idle(settings, log)
-        if metrics is not None:
-            metrics.close()
         signal.set_wakeup_fd(-1)
         for s, h in old.items():
             signal.signal(s, h)
-        wake.close()
-        lock.release()
+
+
+def run(settings: Settings) -> int:
+    logmod.configure(settings.log_format)
+    log = logmod.get("accel.agent", pin_dir=settings.pin_dir)
+    kernel.require_root("accel run")
+    agent = Agent(settings, log)
+    with _signals(agent.request_stop, agent.wake.wfd):
+        try:
+            if agent.start():
+                agent.serve()
+        finally:
+            agent.shutdown()
+    return 0
 
 
 def _release_pins_if_idle(settings: Settings, log: Any) -> None:

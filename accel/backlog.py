@@ -11,7 +11,7 @@ datapath no view of the receiver's queue, so the controller watches it:
   TCP memory (/proc/net/sockstat), so while that is below the limit there is
   nothing to look at;
 - otherwise it lists the established sockets of every network namespace
-  with sock_diag (endpoints/netlink.py), and every accelerated receiver whose queue
+  with sock_diag (netns.py), and every accelerated receiver whose queue
   (rmem_alloc) exceeds the limit goes into the pinned ``backlog_guard`` map.
   The peer's sk_msg program then sends through TCP from its next message on,
   for good (order-safe), and TCP flow control bounds the rest.
@@ -23,29 +23,18 @@ largest receive buffer (net.ipv4.tcp_rmem max), at least 4 MiB.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
-from .endpoints.netlink import full_receivers, namespace_paths, netns_cookie
-from .maps import PinnedMaps, SockEntry
+from .abi import SockEntry
+from .kernel import tcp_memory_bytes
+from .maps import PinnedMaps
+from .netns import entered, full_receivers, namespace_paths, netns_cookie
 
 MIN_LIMIT = 4 << 20
 PAGE = 4096
-
-
-def tcp_memory_bytes() -> int:
-    """Node-wide TCP memory in use (all namespaces share the counter)."""
-    with open("/proc/net/sockstat") as f:
-        for line in f:
-            if line.startswith("TCP:"):
-                parts = line.split()
-                return int(parts[parts.index("mem") + 1]) * PAGE
-    return 0
 
 
 def default_limit() -> int:
@@ -57,37 +46,11 @@ def default_limit() -> int:
     return max(MIN_LIMIT, rmem_max)
 
 
-_libc = ctypes.CDLL(None, use_errno=True)
-CLONE_NEWNET = 0x40000000
-
-
-@contextlib.contextmanager
-def _in_netns(path: str) -> Iterator[None]:
-    """This thread (only) in the namespace at ``path``, then back. Plain
-    setns(2): no fork, never creates a namespace (pyroute2's helpers do both,
-    and keep one process-wide stack, unsafe beside the main thread)."""
-    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    try:
-        target = os.open(path, os.O_RDONLY)
-        try:
-            if _libc.setns(target, CLONE_NEWNET) != 0:
-                raise OSError(ctypes.get_errno(), f"setns {path}")
-        finally:
-            os.close(target)
-        try:
-            yield
-        finally:
-            if _libc.setns(home, CLONE_NEWNET) != 0:
-                raise OSError(ctypes.get_errno(), "setns back to the controller's namespace")
-    finally:
-        os.close(home)
-
-
 def scan_namespaces(limit: int) -> dict[tuple[int, str, int, str, int], int]:
     """Receivers over ``limit`` in every namespace, keyed with the cookie."""
     found: dict[tuple[int, str, int, str, int], int] = {}
     for path in namespace_paths().values():
-        with contextlib.suppress(OSError), _in_netns(path):
+        with contextlib.suppress(OSError), entered(path):
             with socket.socket() as s:
                 cookie = netns_cookie(s)
             for local, lport, remote, rport, queued in full_receivers(limit):
@@ -185,4 +148,4 @@ class BacklogGuard:
             return keep
 
 
-__all__ = ["BacklogGuard", "default_limit", "tcp_memory_bytes"]
+__all__ = ["BacklogGuard", "default_limit"]

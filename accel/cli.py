@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
-import os
-import signal
 import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -15,12 +12,9 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from . import __version__, doctor, kernel
-from .datapath import detach_all_sockops, remove_pins, retired_socket_maps, sockops_attached
-from .errors import AccelError, NotRootError, NotRunningError, SettingsError
-from .maps import POLICY_NAMES, PinnedMaps, SockEntry, pair_connections
+from . import __version__, control, doctor, kernel
+from .errors import AccelError, NotRootError, SettingsError
 from .settings import DEFAULT_PIN_DIR, DEFAULT_STATE_DIR, Settings
-from .state import holder_pid, read_state, remove_state
 
 out = Console(highlight=False, soft_wrap=True)
 
@@ -73,34 +67,39 @@ def _settings_or_exit(ctx: click.Context, **overrides: Any) -> Settings:
 
 @main.command()
 @click.option("--cgroup", type=str, default=None, help="cgroup-v2 directory to accelerate (default: the cgroup-v2 root, i.e. the whole node).")
-@click.option("--log-format", type=click.Choice(["console", "json"]), default="console", show_default=True, envvar="ACCEL_LOG_FORMAT")
+@click.option("--log-format", type=click.Choice(["console", "json"]), default=Settings.log_format, show_default=True, envvar="ACCEL_LOG_FORMAT")
 @click.option(
-    "--sockhash-size", type=int, default=65536, show_default=True, envvar="ACCEL_SOCKHASH_SIZE", help="Max sockets in the fast path (fixed when first pinned)."
+    "--sockhash-size",
+    type=int,
+    default=Settings.sockhash_size,
+    show_default=True,
+    envvar="ACCEL_SOCKHASH_SIZE",
+    help="Max sockets in the fast path (fixed when first pinned).",
 )
 @click.option(
     "--endpoints-size",
     type=int,
-    default=16384,
+    default=Settings.endpoints_size,
     show_default=True,
     envvar="ACCEL_ENDPOINTS_SIZE",
     help="Max local endpoint addresses (fixed when first pinned).",
 )
-@click.option("--rescan-interval", type=float, default=1.0, show_default=True, help="Seconds between scans for new network namespaces.")
+@click.option("--rescan-interval", type=float, default=Settings.rescan_interval, show_default=True, help="Seconds between scans for new network namespaces.")
 @click.option(
     "--backlog-limit",
     type=int,
-    default=0,
+    default=Settings.backlog_limit,
     envvar="ACCEL_BACKLOG_LIMIT",
     help="Bytes a receiver may hold unread before its peer moves to TCP [0: as TCP would, tcp_rmem max].",
 )
 @click.option(
     "--small-write-fallback/--no-small-write-fallback",
-    default=True,
+    default=Settings.small_write_fallback,
     show_default=True,
     envvar="ACCEL_SMALL_WRITE_FALLBACK",
     help="Move a socket that streams small writes to TCP, which coalesces them (faster there).",
 )
-@click.option("--backlog-interval", type=float, default=0.05, show_default=True, hidden=True, help="Seconds between backlog checks.")
+@click.option("--backlog-interval", type=float, default=Settings.backlog_interval, show_default=True, hidden=True, help="Seconds between backlog checks.")
 @click.option(
     "--kubernetes/--no-kubernetes",
     default=None,
@@ -111,12 +110,12 @@ def _settings_or_exit(ctx: click.Context, **overrides: Any) -> Settings:
 @click.option(
     "--metrics-address",
     type=str,
-    default="127.0.0.1:9477",
+    default=Settings.metrics_address,
     show_default=True,
     envvar="ACCEL_METRICS_ADDRESS",
     help="HOST:PORT for /metrics, /healthz, /readyz; 'off' disables.",
 )
-@click.option("--watch-timeout", type=int, default=300, hidden=True, help="Seconds before the API server ends a watch.")
+@click.option("--watch-timeout", type=int, default=Settings.watch_timeout, hidden=True, help="Seconds before the API server ends a watch.")
 @click.option("--bpf-define", "defines", multiple=True, hidden=True, help="Extra -D for the BPF build (tests).")
 @click.option("--ebpf", is_flag=True, hidden=True, help="Print the BPF C sources and exit.")
 @click.pass_context
@@ -141,7 +140,7 @@ def run(
 ) -> None:
     """Load, attach and keep the datapath fed, in the foreground."""
     if ebpf:
-        from .datapath import bpf_sources
+        from .programs import bpf_sources
 
         for name, path in bpf_sources().items():
             click.echo(f"// ---- {name} ({path})")
@@ -178,53 +177,6 @@ def _kubernetes_mode(flag: bool | None) -> bool:
     return in_cluster()
 
 
-def collect_status(settings: Settings) -> dict[str, Any]:
-    state = read_state(settings)
-    pinned = PinnedMaps.exists(settings.pin_dir)
-    cgroup = state.get("cgroup")
-    info: dict[str, Any] = {
-        "pin_dir": settings.pin_dir,
-        "pinned": pinned,
-        "kernel": kernel.kernel_release(),
-        "cgroup": cgroup,
-        "running_pid": holder_pid(settings.lock_path),
-        "attached": False,
-        "sockops_ids": [],
-        "sockets": 0,
-        "retired_sockets": 0,  # in socket maps an older version pinned (kept until they close)
-        "endpoints": 0,
-        "endpoints_by_policy": {},
-        "map_sizes": {},
-        "headers": state.get("headers"),
-        # What the last `accel run` recorded; "attached" above is the kernel's word.
-        "run_state": {k: state.get(k) for k in ("pid", "sockops_id", "redir_id", "started", "stopped")},
-    }
-    counters: dict[str, int] = {}
-    if pinned:
-        with PinnedMaps(settings.pin_dir) as maps:
-            counters = maps.stats()
-            info["sockets"] = maps.socket_count()
-            eps = maps.endpoints()
-            info["endpoints"] = len(eps)
-            by_policy: dict[str, int] = {}
-            for v in eps.values():
-                name = POLICY_NAMES.get(v.policy, str(v.policy))
-                by_policy[name] = by_policy.get(name, 0) + 1
-            info["endpoints_by_policy"] = by_policy
-            info["map_sizes"] = maps.map_sizes()
-        info["retired_sockets"] = sum(retired_socket_maps(settings.pin_dir).values())
-        info["sockops_ids"] = sockops_attached(settings, cgroup)
-        info["attached"] = bool(info["sockops_ids"])
-    else:
-        from .maps import STAT_FIELDS
-
-        counters = {name: 0 for name in STAT_FIELDS}
-        counters["fallback_msgs"] = 0
-    info.update(counters)
-    info["counters"] = sorted(counters)
-    return info
-
-
 def _rows(checks: list[doctor.Check]) -> list[tuple[str, str, str, str]]:
     def result(c: doctor.Check) -> str:
         return "[red]FAIL[/]" if not c.ok else "[yellow]warn[/]" if c.warning else "[green]pass[/]"
@@ -240,7 +192,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
     """Attached or not, sockets in the fast path, and every counter."""
     settings = _settings_or_exit(ctx)
     kernel.require_root("accel status (the pins are root-only)")
-    info = collect_status(settings)
+    info = control.status(settings)
     if as_json:
         click.echo(json.dumps(info, indent=2, sort_keys=True))
         return
@@ -267,26 +219,10 @@ def conns(ctx: click.Context, as_json: bool) -> None:
     """The accelerated connections: both ends, and the netns of loopback ones."""
     settings = _settings_or_exit(ctx)
     kernel.require_root("accel conns (the pins are root-only)")
-    if not PinnedMaps.exists(settings.pin_dir):
-        raise NotRunningError(f"conns: nothing pinned at {settings.pin_dir} - start it with `accel run`")
-    with PinnedMaps(settings.pin_dir) as maps:
-        entries: list[SockEntry] = maps.sockets()
-    from .endpoints.netlink import namespace_cookies
-
-    names = namespace_cookies() if any(e.netns for e in entries) else {}
-    rows: list[dict[str, Any]] = []
-    for c in pair_connections(entries):
-        rows.append(
-            {
-                "a": f"{_hostport(*c.a)}",
-                "b": f"{_hostport(*c.b)}",
-                "netns_cookie": c.netns,
-                "netns": (names.get(c.netns, "?") if c.netns else None),
-                "both_ends_accelerated": c.both_in_map,
-            }
-        )
+    model = control.connections(settings)
+    rows = model["connections"]
     if as_json:
-        click.echo(json.dumps({"connections": rows, "sockets": len(entries)}, indent=2))
+        click.echo(json.dumps(model, indent=2))
         return
     table = Table(show_header=True, header_style="bold")
     for col in ("end A", "end B", "netns", "both ends"):
@@ -294,11 +230,7 @@ def conns(ctx: click.Context, as_json: bool) -> None:
     for r in rows:
         table.add_row(r["a"], r["b"], r["netns"] or "(by address)", "yes" if r["both_ends_accelerated"] else "no")
     out.print(table)
-    out.print(f"{len(rows)} connections, {len(entries)} sockets")
-
-
-def _hostport(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    out.print(f"{len(rows)} connections, {model['sockets']} sockets")
 
 
 @main.command()
@@ -314,36 +246,7 @@ def down(ctx: click.Context, force: bool, wait_s: float, cgroup: str | None, as_
     Exit code 0: everything removed; 3: connections still open, pins kept."""
     settings = _settings_or_exit(ctx)
     kernel.require_root("accel down")
-    if wait_s < 0:
-        raise SettingsError(f"--wait must be >= 0, got {wait_s}")
-    result: dict[str, Any] = {"stopped_pid": None, "detached": [], "remaining_sockets": 0, "removed": False}
-    pid = holder_pid(settings.lock_path)
-    if pid and pid > 0:
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 30
-        while holder_pid(settings.lock_path) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if holder_pid(settings.lock_path):
-            raise AccelError(f"down: accel run (pid {pid}) did not stop within 30 s - check its log, or kill -KILL {pid} and run `accel down` again")
-        result["stopped_pid"] = pid
-    state = read_state(settings)
-    for cg in {c for c in (state.get("cgroup"), cgroup) if c}:
-        result["detached"] += detach_all_sockops(settings, cg)
-    if not os.path.isdir(settings.pin_dir):
-        remove_state(settings)
-        result["removed"] = True
-        _print_down(result, as_json, settings)
-        return
-    deadline = time.monotonic() + wait_s
-    while True:
-        remaining = remove_pins(settings, force=force)
-        if remaining == 0 or force or time.monotonic() >= deadline:
-            break
-        time.sleep(0.2)
-    result["remaining_sockets"] = remaining
-    result["removed"] = force or remaining == 0
-    if result["removed"]:
-        remove_state(settings)
+    result = control.down(settings, force=force, wait_s=wait_s, cgroup=cgroup)
     _print_down(result, as_json, settings)
     if not result["removed"]:
         sys.exit(3)

@@ -7,6 +7,7 @@ import os
 from dataclasses import asdict, dataclass
 
 from . import kernel
+from .datapath import bcc_location
 from .errors import AccelError
 
 
@@ -20,19 +21,17 @@ class Check:
 
 
 def _bcc() -> Check:
-    try:
-        import bcc
-
-        return Check("bcc (python3-bpfcc)", True, f"importable from {os.path.dirname(bcc.__file__)}")
-    except Exception as exc:
-        return Check("bcc (python3-bpfcc)", False, str(exc), "apt-get install python3-bpfcc, and use a venv made with --system-site-packages")
+    where, error = bcc_location()
+    if where:
+        return Check("bcc (python3-bpfcc)", True, f"importable from {where}")
+    return Check("bcc (python3-bpfcc)", False, error, "apt-get install python3-bpfcc, and use a venv made with --system-site-packages")
 
 
 def _cgroup2() -> Check:
     try:
         return Check("cgroup v2", True, f"mounted at {kernel.cgroup2_root(mount_if_missing=False)}")
     except AccelError as exc:
-        return Check("cgroup v2", False, "no cgroup2 mount", str(exc).split(" - ", 1)[-1])
+        return Check("cgroup v2", False, "no cgroup2 mount", exc.fix)
 
 
 def _bpffs() -> Check:
@@ -49,7 +48,7 @@ def _headers() -> Check:
         h = kernel.find_headers(create=False)
         return Check("kernel headers", True, f"{h.note} ({h.path})")
     except AccelError as exc:
-        return Check("kernel headers", False, "none found", str(exc).split(" - ", 1)[-1])
+        return Check("kernel headers", False, "none found", exc.fix)
 
 
 def _sockmap_fixes() -> Check:

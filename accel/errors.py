@@ -1,4 +1,5 @@
-"""Typed errors. Every message names the step that failed and what to do.
+"""Typed errors. Every error names the step that failed (``message``) and,
+as data of its own, what to do about it (``fix``).
 
     AccelError                  base; ``str(e)`` is the one line shown to users
     ├── NotRootError            a step needs CAP_SYS_ADMIN/CAP_BPF
@@ -7,14 +8,16 @@
     │   ├── CgroupError         cgroup v2 missing, or the path is not cgroup v2
     │   ├── BpffsError          bpffs not mounted and not mountable, or path not on bpffs
     │   └── HeadersError        no kernel headers for bcc to compile with
-    ├── CompileError            bcc could not compile bpf/*.c
-    ├── VerifierError           the kernel rejected a program (carries the log tail)
+    ├── CompileError            bcc could not compile bpf/*.c (detail: compiler output)
+    ├── VerifierError           the kernel rejected a program (detail: the verifier log tail)
     ├── AttachError             attaching or detaching failed
     ├── AlreadyRunningError     another ``accel run`` holds the lock
-    └── NotRunningError         nothing pinned or attached to act on
+    ├── NotRunningError         nothing pinned or attached to act on
+    └── LayoutError             pinned maps of another accel version
 
-The CLI catches ``AccelError`` and prints ``accel: <message>``; anything else is
-a bug and still gets one line plus a hint to report it.
+The CLI catches ``AccelError`` and prints ``accel: <message> - <fix>``;
+``accel doctor`` shows the fix in a column of its own. Anything else is a bug
+and still gets one line plus a hint to report it.
 """
 
 from __future__ import annotations
@@ -24,6 +27,16 @@ class AccelError(Exception):
     """Base of all errors shown to users."""
 
     exit_code = 1
+
+    def __init__(self, message: str, fix: str = "", detail: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.fix = fix
+        self.detail = detail  # lines that follow the one-line message (a compiler or verifier log)
+
+    def __str__(self) -> str:
+        line = f"{self.message} - {self.fix}" if self.fix else self.message
+        return f"{line}\n{self.detail}" if self.detail else line
 
 
 class NotRootError(AccelError):
@@ -55,11 +68,9 @@ class CompileError(AccelError):
 
 
 class VerifierError(AccelError):
-    exit_code = 70
+    """``detail`` is the tail of the verifier's log."""
 
-    def __init__(self, message: str, log_tail: str = "") -> None:
-        super().__init__(message + (f"\n--- verifier log (last lines) ---\n{log_tail}" if log_tail else ""))
-        self.log_tail = log_tail
+    exit_code = 70
 
 
 class AttachError(AccelError):

@@ -8,8 +8,6 @@ without BPF_STREAM_PARSER.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import errno
 import glob
 import os
@@ -19,7 +17,8 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import libbpf
+from . import libbpf, libc
+from .abi import FUNC_GET_NETNS_COOKIE, MAP_TYPE_SK_STORAGE, MAP_TYPE_SOCKHASH, PROG_TYPE_SK_MSG, PROG_TYPE_SOCK_OPS
 from .errors import BpffsError, CgroupError, HeadersError, KernelError, NotRootError
 
 CGROUP2_SUPER_MAGIC = 0x63677270
@@ -105,24 +104,16 @@ def has_admin_caps() -> bool:
 
 def require_root(step: str) -> None:
     if os.geteuid() != 0 or not has_admin_caps():
-        raise NotRootError(f"{step}: needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN) - run it with sudo")
+        raise NotRootError(f"{step}: needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN)", fix="run it as root (or with sudo)")
 
 
 def fs_magic(path: str) -> int:
-    """f_type of the filesystem holding ``path`` (statfs(2))."""
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-    buf = ctypes.create_string_buffer(256)  # struct statfs is 120 bytes on 64-bit
-    if libc.statfs(path.encode(), buf) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"statfs {path}: {os.strerror(err)}")
-    return ctypes.c_long.from_buffer(buf).value & 0xFFFFFFFF
+    """f_type of the filesystem holding ``path``."""
+    return libc.statfs_type(path)
 
 
 def _mount(source: str, target: str, fstype: str) -> None:
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-    if libc.mount(source.encode(), target.encode(), fstype.encode(), 0, None) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"mount -t {fstype} {target}: {os.strerror(err)}")
+    libc.mount(source, target, fstype)
 
 
 def mounts(fstype: str) -> list[str]:
@@ -151,13 +142,14 @@ def cgroup2_root(mount_if_missing: bool = False) -> str:
         return found[0]
     if not mount_if_missing:
         raise CgroupError(
-            "find cgroup v2: no cgroup2 filesystem is mounted - mount one (mount -t cgroup2 none /sys/fs/cgroup/unified) or run `accel run`, which mounts it"
+            "find cgroup v2: no cgroup2 filesystem is mounted",
+            fix="mount one (mount -t cgroup2 none /sys/fs/cgroup/unified) or run `accel run`, which mounts it",
         )
     os.makedirs(FALLBACK_CGROUP2, exist_ok=True)
     try:
         _mount("none", FALLBACK_CGROUP2, "cgroup2")
     except OSError as exc:
-        raise CgroupError(f"mount cgroup v2 at {FALLBACK_CGROUP2}: {exc.strerror} - the kernel needs CONFIG_CGROUPS and cgroup2 support") from exc
+        raise CgroupError(f"mount cgroup v2 at {FALLBACK_CGROUP2}: {exc.strerror}", fix="the kernel needs CONFIG_CGROUPS and cgroup2 support") from exc
     return FALLBACK_CGROUP2
 
 
@@ -166,15 +158,15 @@ def resolve_cgroup(path: str | None, mount_if_missing: bool = False) -> str:
     if path is None:
         return cgroup2_root(mount_if_missing)
     if not os.path.exists(path):
-        raise CgroupError(f"cgroup {path}: does not exist - create it (mkdir) under the cgroup-v2 mount ({_v2_hint()})")
+        raise CgroupError(f"cgroup {path}: does not exist", fix=f"create it (mkdir) under the cgroup-v2 mount ({_v2_hint()})")
     if not os.path.isdir(path):
-        raise CgroupError(f"cgroup {path}: is not a directory - pass a cgroup-v2 directory ({_v2_hint()})")
+        raise CgroupError(f"cgroup {path}: is not a directory", fix=f"pass a cgroup-v2 directory ({_v2_hint()})")
     try:
         magic = fs_magic(path)
     except OSError as exc:
         raise CgroupError(f"cgroup {path}: {exc.strerror}") from exc
     if magic != CGROUP2_SUPER_MAGIC:
-        raise CgroupError(f"cgroup {path}: is not on a cgroup-v2 filesystem - pass a directory under {_v2_hint()}")
+        raise CgroupError(f"cgroup {path}: is not on a cgroup-v2 filesystem", fix=f"pass a directory under {_v2_hint()}")
     return os.path.realpath(path)
 
 
@@ -192,7 +184,9 @@ def ensure_bpffs(pin_dir: str, mount_if_missing: bool = True) -> None:
     parent = os.path.dirname(os.path.normpath(pin_dir))
     existing = pin_dir if os.path.isdir(pin_dir) else parent
     if not os.path.isdir(existing):
-        raise BpffsError(f"pin directory {pin_dir}: its parent {parent} does not exist - use a directory on a bpf filesystem (e.g. under {DEFAULT_BPFFS})")
+        raise BpffsError(
+            f"pin directory {pin_dir}: its parent {parent} does not exist", fix=f"use a directory on a bpf filesystem (e.g. under {DEFAULT_BPFFS})"
+        )
     if fs_magic(existing) == BPF_FS_MAGIC:
         return
     if mount_if_missing and os.path.normpath(existing) == DEFAULT_BPFFS:
@@ -203,9 +197,11 @@ def ensure_bpffs(pin_dir: str, mount_if_missing: bool = True) -> None:
                 fix = f"this process may not mount (a container or a seccomp profile): mount it from the host (mount -t bpf bpf {DEFAULT_BPFFS}) and pass it in"
             else:
                 fix = "the kernel needs CONFIG_BPF_SYSCALL (bpffs)"
-            raise BpffsError(f"mount bpffs at {DEFAULT_BPFFS}: {exc.strerror} - {fix}") from exc
+            raise BpffsError(f"mount bpffs at {DEFAULT_BPFFS}: {exc.strerror}", fix=fix) from exc
         return
-    raise BpffsError(f"pin directory {pin_dir}: {existing} is not on a bpf filesystem - use a path under a bpffs mount (mount -t bpf bpf {DEFAULT_BPFFS})")
+    raise BpffsError(
+        f"pin directory {pin_dir}: {existing} is not on a bpf filesystem", fix=f"use a path under a bpffs mount (mount -t bpf bpf {DEFAULT_BPFFS})"
+    )
 
 
 # --- features --------------------------------------------------------------
@@ -234,18 +230,15 @@ class Probe:
 FEATURES: list[Feature] = [
     Feature(
         "BPF syscall",
-        lambda: libbpf.probe_syscall() and libbpf.probe_prog_type(libbpf.PROG_TYPE_SOCK_OPS),
+        lambda: libbpf.probe_syscall() and libbpf.probe_prog_type(PROG_TYPE_SOCK_OPS),
         "a kernel with CONFIG_BPF_SYSCALL and CONFIG_CGROUP_BPF",
     ),
-    Feature("sockhash map", lambda: libbpf.probe_map_type(libbpf.MAP_TYPE_SOCKHASH), "a kernel >= 4.18 with CONFIG_BPF_STREAM_PARSER"),
-    Feature("sk_msg program", lambda: libbpf.probe_prog_type(libbpf.PROG_TYPE_SK_MSG), "a kernel >= 4.17 with CONFIG_BPF_STREAM_PARSER"),
-    Feature("sk_storage map", lambda: libbpf.probe_map_type(libbpf.MAP_TYPE_SK_STORAGE), "a kernel >= 5.2"),
+    Feature("sockhash map", lambda: libbpf.probe_map_type(MAP_TYPE_SOCKHASH), "a kernel >= 4.18 with CONFIG_BPF_STREAM_PARSER"),
+    Feature("sk_msg program", lambda: libbpf.probe_prog_type(PROG_TYPE_SK_MSG), "a kernel >= 4.17 with CONFIG_BPF_STREAM_PARSER"),
+    Feature("sk_storage map", lambda: libbpf.probe_map_type(MAP_TYPE_SK_STORAGE), "a kernel >= 5.2"),
     Feature(
         "netns cookie helper (sockops, sk_msg)",
-        lambda: (
-            libbpf.probe_helper(libbpf.PROG_TYPE_SOCK_OPS, libbpf.FUNC_GET_NETNS_COOKIE)
-            and libbpf.probe_helper(libbpf.PROG_TYPE_SK_MSG, libbpf.FUNC_GET_NETNS_COOKIE)
-        ),
+        lambda: libbpf.probe_helper(PROG_TYPE_SOCK_OPS, FUNC_GET_NETNS_COOKIE) and libbpf.probe_helper(PROG_TYPE_SK_MSG, FUNC_GET_NETNS_COOKIE),
         "a kernel >= 5.15 (bpf_get_netns_cookie in sockops and sk_msg)",
     ),
 ]
@@ -274,11 +267,26 @@ def require_features() -> None:
     probes = probe_features()
     denied = [p for p in probes if not p.ok and p.fix == PERMISSION_FIX]
     if denied:
-        raise NotRootError(f"probe kernel {kernel_release()}: BPF is not permitted to this process ({denied[0].detail}) - run as {PERMISSION_FIX}")
+        raise NotRootError(f"probe kernel {kernel_release()}: BPF is not permitted to this process ({denied[0].detail})", fix=f"run as {PERMISSION_FIX}")
     missing = [p for p in probes if not p.ok]
     if missing:
         what = "; ".join(f"{p.name} (needs {p.fix})" for p in missing)
-        raise KernelError(f"probe kernel {kernel_release()}: missing {what} - run on such a kernel; `accel doctor` lists every requirement")
+        raise KernelError(f"probe kernel {kernel_release()}: missing {what}", fix="run on such a kernel; `accel doctor` lists every requirement")
+
+
+# --- node TCP memory ---------------------------------------------------------
+
+PAGE = 4096
+
+
+def tcp_memory_bytes() -> int:
+    """Node-wide TCP memory in use (all namespaces share the counter)."""
+    with open("/proc/net/sockstat") as f:
+        for line in f:
+            if line.startswith("TCP:"):
+                parts = line.split()
+                return int(parts[parts.index("mem") + 1]) * PAGE
+    return 0
 
 
 # --- kernel headers for bcc ------------------------------------------------
@@ -313,8 +321,8 @@ def find_headers(create: bool = True) -> Headers:
     candidates = _distribution_headers()
     if not candidates:
         raise HeadersError(
-            f"find kernel headers for bcc: none for {release} and no distribution headers in /usr/src"
-            " - install them (Debian: apt-get install linux-headers-amd64)"
+            f"find kernel headers for bcc: none for {release} and no distribution headers in /usr/src",
+            fix="install them (Debian: apt-get install linux-headers-amd64)",
         )
     arch_dir, common_dir = candidates[-1]
     name = os.path.basename(arch_dir)

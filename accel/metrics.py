@@ -20,9 +20,10 @@ from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from .backlog import tcp_memory_bytes
-from .datapath import sockops_attached
-from .maps import FALLBACK_MSG_FIELDS, POLICY_NAMES, SOURCE_KUBERNETES, SOURCE_NETLINK, STAT_FIELDS, PinnedMaps
+from .abi import FALLBACK_MSG_FIELDS, POLICY_NAMES, SOURCE_KUBERNETES, SOURCE_NETLINK, STAT_FIELDS
+from .control import attached
+from .kernel import tcp_memory_bytes
+from .maps import PinnedMaps
 from .settings import Settings
 
 # Reason labels come from the counters themselves (bpf/accel.h via maps.py),
@@ -89,9 +90,10 @@ class DatapathCollector(Collector):
 
     def _attached(self) -> bool:
         try:
-            return bool(sockops_attached(self.settings, self.view.cgroup))
+            progs = attached(self.settings.pin_dir, self.view.cgroup)
         except OSError:
             return False
+        return bool(progs) and all(progs.values())
 
     @staticmethod
     def _counters(stats: dict[str, int]) -> Iterable[Any]:

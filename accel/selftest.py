@@ -22,59 +22,28 @@ import tempfile
 import termios
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-from . import kernel, libbpf
+from . import abi, kernel, libbpf
 from . import log as logmod
-from .datapath import Datapath, remove_pins
+from .control import remove_pins
+from .datapath import Datapath
 from .doctor import Check
 from .errors import AccelError
 from .maps import PinnedMaps
+from .sandbox import inside, private_cgroup, scratch
 from .settings import Settings
 
 PREFIX = "live: "
 
 
-@contextlib.contextmanager
-def scratch_cgroup(root: str) -> Iterator[str]:
-    """A cgroup of our own holding this process; the process goes back to
-    where it was, and the cgroup is removed, whatever happens."""
-    path = os.path.join(root, f"accel-selftest-{os.getpid()}")
-    # /proc/self/cgroup names our cgroup relative to the cgroup-v2 mount.
-    home = os.path.join(kernel.cgroup2_root(), _own_cgroup().lstrip("/"))
-    os.mkdir(path)
-    try:
-        with open(os.path.join(path, "cgroup.procs"), "w") as f:
-            f.write(str(os.getpid()))
-        yield path
-    finally:
-        # Back home; failing that, to the root (always allowed), so that the
-        # scratch cgroup can go.
-        for target in (home, kernel.cgroup2_root()):
-            try:
-                with open(os.path.join(target, "cgroup.procs"), "w") as f:
-                    f.write(str(os.getpid()))
-                break
-            except OSError:
-                continue
-        os.rmdir(path)
-
-
 def _inherited_sockops(cgroup: str) -> list[int]:
     fd = os.open(cgroup, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        return libbpf.prog_query(fd, libbpf.ATTACH_CGROUP_SOCK_OPS, effective=True)
+        return libbpf.prog_query(fd, abi.ATTACH_CGROUP_SOCK_OPS, effective=True)
     finally:
         os.close(fd)
-
-
-def _own_cgroup() -> str:
-    with open("/proc/self/cgroup") as f:
-        for line in f:
-            if line.startswith("0::"):
-                return line[3:].strip()
-    return "/"
 
 
 def _pair(family: int = socket.AF_INET, listen: str = "127.0.0.1", connect: str = "127.0.0.1") -> tuple[socket.socket, socket.socket]:
@@ -184,12 +153,12 @@ class LiveRun:
         except AccelError as exc:
             self.add("scratch cgroup", False, str(exc))
             return self.checks
-        pin_dir = os.path.join(kernel.DEFAULT_BPFFS, f"accel-selftest-{os.getpid()}")
+        pin_dir = os.path.join(kernel.DEFAULT_BPFFS, scratch("selftest"))
         state = tempfile.mkdtemp(prefix="accel-selftest-")
         cg = ""
         remaining = 0
         try:
-            with scratch_cgroup(root) as cg:
+            with private_cgroup("selftest", parent=root) as cg, inside(cg):
                 settings = Settings(pin_dir=pin_dir, state_dir=state, cgroup=cg, sockhash_size=1024, endpoints_size=16, metrics_address=None)
                 remaining = self._with_datapath(settings)
         except (AccelError, OSError) as exc:
@@ -211,29 +180,28 @@ class LiveRun:
 
     def _with_datapath(self, settings: Settings) -> int:
         """Run the traffic checks; returns the sockets left in the scratch map."""
+        others = _inherited_sockops(settings.cgroup or "")
+        if others:
+            # Their programs would take this process's sockets first (a
+            # socket runs the sk_msg program of the first map it joins).
+            self.add(
+                "datapath",
+                True,
+                f"not run: sockops programs {others} already act on every new cgroup here (the node's accel?)",
+                "their connections are served by them; to test this kernel, run `accel doctor --live` where no accel instance runs",
+                warning=True,
+            )
+            return 0
         dp = Datapath(settings, self.log)
         held: list[socket.socket] = []
         try:
-            dp.prepare()
-            others = _inherited_sockops(settings.cgroup or "")
-            if others:
-                # Their programs would take this process's sockets first (a
-                # socket runs the sk_msg program of the first map it joins).
-                self.add(
-                    "datapath",
-                    True,
-                    f"not run: sockops programs {others} already act on every new cgroup here (the node's accel?)",
-                    "their connections are served by them; to test this kernel, run `accel doctor --live` where no accel instance runs",
-                    warning=True,
-                )
-                return 0
-            dp.load()
-            att = dp.attach()
-            self.add("load and attach", True, f"sockops {att.sockops_id}, sk_msg {att.redir_id} on a scratch cgroup")
+            att = dp.start()
+            assert att is not None
+            ids = ", ".join(f"{name} {prog_id}" for name, prog_id in att.ids.items())
+            self.add("load and attach", True, f"{ids} on a scratch cgroup")
             self._traffic(settings, dp, held)
         finally:
-            dp.detach()
-            dp.close()
+            dp.stop()
             for s in held:
                 s.close()
         return remove_pins(settings, force=False) if os.path.isdir(settings.pin_dir) else 0
@@ -297,7 +265,7 @@ class LiveRun:
             warning=took != 4096,
         )
 
-        dp.detach()
+        dp.stop()  # what `accel run` does on SIGTERM: new connections stay on TCP
         exact, d = self._measure(settings, lambda: transfer_is_exact(client, server, 1 << 20, seed=5))
         c2, s2 = _pair()
         held += [c2, s2]

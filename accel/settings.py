@@ -99,7 +99,7 @@ class Settings:
             if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
                 raise SettingsError(f"metrics-address must be HOST:PORT (e.g. 0.0.0.0:9477), got {self.metrics_address!r}")
         if self.kubernetes and not self.node_name:
-            raise SettingsError("node-name is required with --kubernetes: pass --node-name or set NODE_NAME (downward API spec.nodeName)")
+            raise SettingsError("node-name is required with --kubernetes", fix="pass --node-name or set NODE_NAME (downward API spec.nodeName)")
         if self.kubeconfig is not None and not os.path.isfile(self.kubeconfig):
             raise SettingsError(f"kubeconfig {self.kubeconfig}: no such file")
         if not isinstance(self.watch_timeout, int) or not 1 <= self.watch_timeout <= 3600:

@@ -42,7 +42,7 @@ class RunLock:
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
                 pid = holder_pid(self.path)
                 raise AlreadyRunningError(
-                    f"start: another accel run (pid {pid if pid else 'unknown'}) holds {self.path} - stop it first (accel down, or kill -TERM {pid})"
+                    f"start: another accel run (pid {pid if pid else 'unknown'}) holds {self.path}", fix=f"stop it first (accel down, or kill -TERM {pid})"
                 ) from None
             raise
         os.ftruncate(fd, 0)

@@ -42,7 +42,12 @@ def write_results(raw: dict, out_dir: str) -> tuple[str, list[str]]:
 @click.option("--only", "only", multiple=True, help="Run only workloads whose key (topology/kind/label) contains this text.")
 @click.option("--report-only", type=click.Path(exists=True, file_okay=False), help="Rebuild report.md and plots from DIR/raw.json.")
 @click.option("--accel-arg", "accel_args", multiple=True, help="Pass this option to `accel run` (repeat for more), e.g. --accel-arg=--backlog-limit=8388608.")
-def main(profile: str, out_dir: str | None, pin: bool, only: tuple[str, ...], report_only: str | None, accel_args: tuple[str, ...]) -> None:
+@click.option(
+    "--program-cost",
+    is_flag=True,
+    help="Also measure what each BPF program costs per run (kernel run-time statistics; they slow every run a little, so compare such runs only with each other).",
+)
+def main(profile: str, out_dir: str | None, pin: bool, only: tuple[str, ...], report_only: str | None, accel_args: tuple[str, ...], program_cost: bool) -> None:
     console = Console(stderr=True)
     if report_only:
         with open(os.path.join(report_only, "raw.json")) as f:
@@ -75,7 +80,7 @@ def main(profile: str, out_dir: str | None, pin: bool, only: tuple[str, ...], re
                 if not console.is_terminal and done[0] % 25 == 0:  # logs (CI): a line now and then
                     console.print(f"[{done[0]}/{bar.tasks[task].total}] {what}")
 
-            raw = harness.run(prof, pin, progress, accel_args)
+            raw = harness.run(prof, pin, progress, accel_args, program_cost)
             bar.advance(task)
     except harness.HarnessError as exc:
         console.print(f"benchmarks: {exc}")

@@ -15,8 +15,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from tests.integration.cgroups import inside, private_cgroup
-from tests.integration.controller import Controller
+from accel import libbpf
+from accel.sandbox import Controller, inside, private_cgroup
 
 from . import parse
 from .profiles import Profile
@@ -92,23 +92,42 @@ class Env:
     accel_cgroup: str
     plain_cgroup: str
     topologies: dict[str, Topology]
+    programs: dict[str, int] | None = None  # entry -> program id, when their cost is measured
 
 
 @contextlib.contextmanager
-def environment(profile: Profile, pinned: bool, accel_args: tuple[str, ...] = ()) -> Iterator[Env]:
+def environment(profile: Profile, pinned: bool, accel_args: tuple[str, ...] = (), program_cost: bool = False) -> Iterator[Env]:
     with private_cgroup("bench-accel") as acg, private_cgroup("bench-plain") as pcg, build(list(profile.topologies), pinned) as topos:
         ctl = Controller(acg, tempfile.mkdtemp(prefix="accel-bench-"), rescan_interval=1.0)
+        stats_fd = None
         try:
             ctl.start(*accel_args)
-            yield Env(ctl, acg, pcg, topos)
+            env = Env(ctl, acg, pcg, topos)
+            if program_cost:
+                # The kernel times every program run while this fd is open
+                # (two clock reads per run, so it is a switch of its own).
+                stats_fd = libbpf.enable_run_stats()
+                env.programs = dict(ctl.status()["run_state"]["programs"])
+            yield env
         finally:
+            if stats_fd is not None:
+                os.close(stats_fd)
             ctl.close()
+
+
+def _program_stats(env: Env) -> dict[str, tuple[int, int]]:
+    out = {}
+    for entry, prog_id in (env.programs or {}).items():
+        with contextlib.suppress(OSError):
+            out[entry] = libbpf.prog_run_stats(prog_id)
+    return out
 
 
 def measure_once(env: Env, profile: Profile, wl: Any, mode: str, rep: int) -> dict[str, Any]:
     topo = env.topologies[wl.topology]
     log: list[str] = []
     before = env.ctl.counters()
+    runs_before = _program_stats(env) if mode == "accel" else {}
     t0 = time.monotonic()
     error = ""
     metrics: dict[str, float] = {}
@@ -118,6 +137,7 @@ def measure_once(env: Env, profile: Profile, wl: Any, mode: str, rep: int) -> di
         except (MeasureError, parse.ParseError, RuntimeError, OSError) as exc:
             error = str(exc)
     after = env.ctl.counters()
+    runs_after = _program_stats(env) if mode == "accel" else {}
     redirected = after["redirected_bytes"] - before["redirected_bytes"]
     row: dict[str, Any] = {
         "workload": wl.key,
@@ -131,6 +151,13 @@ def measure_once(env: Env, profile: Profile, wl: Any, mode: str, rep: int) -> di
         "fallback_msgs": sum(after[k] - before[k] for k in after if k.startswith("fallback_") and k != "fallback_bytes" and k != "fallback_msgs"),
         "seconds": round(time.monotonic() - t0, 2),
     }
+    cost = {}
+    for entry, (ns, runs) in runs_after.items():
+        ns0, runs0 = runs_before.get(entry, (0, 0))
+        if runs > runs0:
+            cost[entry] = {"runs": runs - runs0, "ns_per_run": round((ns - ns0) / (runs - runs0), 1)}
+    if cost:
+        row["program_cost"] = cost
     # The harness checks itself: an accelerated number that was not
     # accelerated is not a result.
     if not error and mode == "accel" and redirected == 0:
@@ -148,12 +175,12 @@ def measure_once(env: Env, profile: Profile, wl: Any, mode: str, rep: int) -> di
     return row
 
 
-def run(profile: Profile, pinned: bool, progress: Callable[[str], None], accel_args: tuple[str, ...] = ()) -> dict[str, Any]:
+def run(profile: Profile, pinned: bool, progress: Callable[[str], None], accel_args: tuple[str, ...] = (), program_cost: bool = False) -> dict[str, Any]:
     build_loadgen()
     check_tools()
     started = time.time()
     rows: list[dict[str, Any]] = []
-    with environment(profile, pinned, accel_args) as env:
+    with environment(profile, pinned, accel_args, program_cost) as env:
         for wl in profile.workloads:
             for rep in range(profile.repeats):
                 # ABBA: alternate the order each repeat so drift (heat, noise)
@@ -168,6 +195,7 @@ def run(profile: Profile, pinned: bool, progress: Callable[[str], None], accel_a
         "repeats": profile.repeats,
         "seconds_per_measurement": profile.settings.seconds,
         "accel_args": list(accel_args),
+        "program_cost": program_cost,
         "placement": "pinned: client (and its proxy) on CPU 0, server (and its proxy) on CPU 1" if pinned else "not pinned",
         "started": started,
         "duration_s": round(time.time() - started, 1),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import statistics
 from collections import defaultdict
 from typing import Any
 
@@ -130,6 +131,7 @@ def markdown(raw: dict[str, Any], plots: list[str]) -> str:
                 rat = f"**{rat} SLOWER**"
             lines.append(f"| {r['workload']} | {r['unit']} | {' | '.join(cells)} | {rat} |")
         lines.append("")
+    lines += program_cost_table(raw)
     lost = [r for r in rows if r["slower"]]
     lines += ["## Where acceleration loses", ""]
     if lost:
@@ -146,6 +148,34 @@ def markdown(raw: dict[str, Any], plots: list[str]) -> str:
     if plots:
         lines += ["", "## Plots", ""] + [f"![{os.path.basename(p)}]({os.path.basename(p)})" for p in plots]
     return "\n".join(lines) + "\n"
+
+
+def program_cost_table(raw: dict[str, Any]) -> list[str]:
+    """What each BPF program cost per run, per workload (median over the
+    accelerated repeats), when the run measured it (--program-cost)."""
+    by_cell: dict[tuple[str, str], list[float]] = defaultdict(list)
+    entries: list[str] = []
+    for m in raw["measurements"]:
+        for entry, c in (m.get("program_cost") or {}).items():
+            by_cell[(m["workload"], entry)].append(c["ns_per_run"])
+            if entry not in entries:
+                entries.append(entry)
+    if not by_cell:
+        return []
+    workloads = list(dict.fromkeys(w for w, _ in by_cell))
+    lines = [
+        "## What the programs cost",
+        "",
+        "Nanoseconds per program run as the kernel timed them (BPF run-time statistics, which add two clock reads to every run):"
+        " for the sk_msg program, the cost of each message's verdict.",
+        "",
+        "| workload | " + " | ".join(f"{e} ns/run" for e in entries) + " |",
+        "|---|" + "---:|" * len(entries),
+    ]
+    for w in workloads:
+        cells = [f"{statistics.median(by_cell[(w, e)]):.0f}" if by_cell.get((w, e)) else "" for e in entries]
+        lines.append(f"| {w} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
 
 
 COLORS = {"plain": "#7f7f7f", "accel": "#d62728", "unix": "#1f77b4"}

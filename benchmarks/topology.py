@@ -1,5 +1,5 @@
-"""Where the benchmark's processes run: network namespaces built with pyroute2
-(through tests/netns_topology.py, shared with the test suite) and CPU
+"""Where the benchmark's processes run: network namespaces of a sandbox
+(accel.sandbox, shared with the tests and `accel doctor --live`) and CPU
 placement. Everything is torn down on exit."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from tests.netns_topology import build_pods, create_netns, remove_netns
+from accel.sandbox import build_pods, create_netns, remove_netns, scratch
 
 SUBNET = 211  # tests use 212-219; a benchmark and the tests must not run at once
 
@@ -54,7 +54,7 @@ def cpus(pinned: bool) -> tuple[int | None, int | None]:
 def build(names: list[str], pinned: bool) -> Iterator[dict[str, Topology]]:
     """The topologies asked for, sharing one set of namespaces."""
     c_cpu, s_cpu = cpus(pinned)
-    pods = build_pods(2, SUBNET, prefix=f"accb-{os.getpid()}")
+    pods = build_pods(2, SUBNET, prefix=scratch("bench", netns=True))
     lo_ns = f"{pods.prefix}-lo"
     try:
         create_netns(lo_ns)

@@ -11,24 +11,8 @@
 #include <uapi/linux/bpf.h>
 #include <linux/socket.h>
 
-/* Directory in bpffs that holds the pinned maps. The controller passes its own
- * (tests use a private one per run); this default is only for reading. */
-#ifndef ACCEL_PIN_DIR
-#define ACCEL_PIN_DIR "/sys/fs/bpf/accel"
-#endif
-
-/* Sizes are fixed when a map is first created and pinned; the controller
- * creates the maps itself, so these only matter to bcc's declarations and must
- * match what the controller created (it passes them with -D). */
-#ifndef ACCEL_SOCKHASH_SIZE
-#define ACCEL_SOCKHASH_SIZE 65536 /* sockets, i.e. 32768 local connections */
-#endif
-#ifndef ACCEL_ENDPOINTS_SIZE
-#define ACCEL_ENDPOINTS_SIZE 16384 /* node, pod and namespace addresses */
-#endif
-
 /*
- * The key of a socket in the sockhash (DESIGN.md invariant 1): the
+ * The key of a socket in the sockhash (docs/DESIGN.md, invariant 1): the
  * connection's identity as TCP itself knows it, the 4-tuple and both
  * initial sequence numbers.
  *
@@ -81,9 +65,9 @@ struct endpoint_value {
 
 /* Per-socket state in SK_STORAGE, read by sk_msg (invariant 4). */
 enum accel_sock_mode {
-	ACCEL_MODE_NEW = 0,      /* nothing sent yet */
+	ACCEL_MODE_NEW = 0,	 /* nothing sent yet */
 	ACCEL_MODE_REDIRECT = 1, /* every byte so far was redirected */
-	ACCEL_MODE_TCP = 2,      /* a byte went through TCP: never redirect again */
+	ACCEL_MODE_TCP = 2,	 /* a byte went through TCP: never redirect again */
 };
 
 /*
@@ -94,11 +78,11 @@ enum accel_sock_mode {
  */
 struct sock_state {
 	struct sock_key peer; /* the key of the other end of this connection */
-	__u32 mode;           /* enum accel_sock_mode */
-	__u32 burst;          /* consecutive small messages sent close together */
-	__u64 last_ns;        /* when the previous message was sent */
-	__u32 slot;           /* small-write slot both ends of the connection share */
-	__u32 sender;         /* this end's id in that slot */
+	__u32 mode;	      /* enum accel_sock_mode */
+	__u32 burst;	      /* consecutive small messages sent close together */
+	__u64 last_ns;	      /* when the previous message was sent */
+	__u32 slot;	      /* small-write slot both ends of the connection share */
+	__u32 sender;	      /* this end's id in that slot */
 	__u32 small_limit;    /* bytes below which a write counts as small */
 	__u32 pad;
 };
@@ -106,29 +90,29 @@ struct sock_state {
 /* Counters, one per reason, per CPU. Every early return counts somewhere. */
 struct stats {
 	/* sockops */
-	__u64 established;         /* ESTABLISHED callbacks seen */
-	__u64 inserted;            /* sockets put into the sockhash */
-	__u64 skipped_not_local;   /* peer address is not a local endpoint */
-	__u64 skipped_policy;      /* endpoint opted out or ambiguous */
-	__u64 skipped_early_data;  /* data moved before ESTABLISHED (TFO) */
-	__u64 skipped_family;      /* neither AF_INET nor AF_INET6 */
-	__u64 insert_failed;       /* sockhash full (E2BIG) */
-	__u64 insert_exists;       /* key already present: this socket was inserted by another accel instance */
-	__u64 insert_error;        /* any other refusal (e.g. a ULP such as kTLS) */
-	__u64 insert_no_state;     /* per-socket state could not be allocated: left on TCP */
+	__u64 established;	  /* ESTABLISHED callbacks seen */
+	__u64 inserted;		  /* sockets put into the sockhash */
+	__u64 skipped_not_local;  /* peer address is not a local endpoint */
+	__u64 skipped_policy;	  /* endpoint opted out or ambiguous */
+	__u64 skipped_early_data; /* data moved before ESTABLISHED (TFO) */
+	__u64 skipped_family;	  /* neither AF_INET nor AF_INET6 */
+	__u64 insert_failed;	  /* sockhash full (E2BIG) */
+	__u64 insert_exists;	  /* key already present: this socket was inserted by another accel instance */
+	__u64 insert_error;	  /* any other refusal (e.g. a ULP such as kTLS) */
+	__u64 insert_no_state;	  /* per-socket state could not be allocated: left on TCP */
 	/* sk_msg */
 	__u64 redirected_msgs;
 	__u64 redirected_bytes;
 	__u64 fallback_peer_missing; /* first send found no peer: socket stays on TCP */
 	__u64 fallback_peer_gone;    /* peer left the map later: socket moves to TCP */
-	__u64 fallback_sticky;       /* sent by TCP because an earlier byte was */
+	__u64 fallback_sticky;	     /* sent by TCP because an earlier byte was */
 	__u64 fallback_no_state;     /* per-socket state could not be allocated */
-	__u64 fallback_bytes;        /* bytes of all fallback messages */
-	__u64 fallback_backlog;      /* peer's receive queue past the limit: socket moves to TCP */
+	__u64 fallback_bytes;	     /* bytes of all fallback messages */
+	__u64 fallback_backlog;	     /* peer's receive queue past the limit: socket moves to TCP */
 	__u64 fallback_small_writes; /* a stream of small writes, where TCP is faster: socket moves to TCP */
 };
 
-#define ACCEL_AF_INET 2
+#define ACCEL_AF_INET  2
 #define ACCEL_AF_INET6 10
 
 /*
@@ -143,20 +127,20 @@ struct stats {
  *
  * Returns 0 on success, -1 for a family we do not handle.
  */
-#define ACCEL_FILL_TUPLE(key, ctx)                                                  \
-	({                                                                          \
-		int __ret = 0;                                                      \
-		__u32 __family = (ctx)->family;                                     \
-		if (__family == ACCEL_AF_INET) {                                    \
-			(key)->local_ip[0] = 0;                                     \
-			(key)->local_ip[1] = 0;                                     \
-			(key)->local_ip[2] = bpf_htonl(0x0000ffff);                 \
-			(key)->local_ip[3] = (ctx)->local_ip4;                      \
-			(key)->remote_ip[0] = 0;                                    \
-			(key)->remote_ip[1] = 0;                                    \
-			(key)->remote_ip[2] = bpf_htonl(0x0000ffff);                \
-			(key)->remote_ip[3] = (ctx)->remote_ip4;                    \
-		} else if (__family == ACCEL_AF_INET6) {                            \
+#define ACCEL_FILL_TUPLE(key, ctx)                                                      \
+	({                                                                              \
+		int __ret = 0;                                                          \
+		__u32 __family = (ctx)->family;                                         \
+		if (__family == ACCEL_AF_INET) {                                        \
+			(key)->local_ip[0] = 0;                                         \
+			(key)->local_ip[1] = 0;                                         \
+			(key)->local_ip[2] = bpf_htonl(0x0000ffff);                     \
+			(key)->local_ip[3] = (ctx)->local_ip4;                          \
+			(key)->remote_ip[0] = 0;                                        \
+			(key)->remote_ip[1] = 0;                                        \
+			(key)->remote_ip[2] = bpf_htonl(0x0000ffff);                    \
+			(key)->remote_ip[3] = (ctx)->remote_ip4;                        \
+		} else if (__family == ACCEL_AF_INET6) {                                \
 			(key)->local_ip[0] = *(volatile __u32 *)&(ctx)->local_ip6[0];   \
 			(key)->local_ip[1] = *(volatile __u32 *)&(ctx)->local_ip6[1];   \
 			(key)->local_ip[2] = *(volatile __u32 *)&(ctx)->local_ip6[2];   \
@@ -165,12 +149,12 @@ struct stats {
 			(key)->remote_ip[1] = *(volatile __u32 *)&(ctx)->remote_ip6[1]; \
 			(key)->remote_ip[2] = *(volatile __u32 *)&(ctx)->remote_ip6[2]; \
 			(key)->remote_ip[3] = *(volatile __u32 *)&(ctx)->remote_ip6[3]; \
-		} else {                                                            \
-			__ret = -1;                                                 \
-		}                                                                   \
-		(key)->local_port = (ctx)->local_port;                              \
-		(key)->remote_port = bpf_ntohl((ctx)->remote_port);                 \
-		__ret;                                                              \
+		} else {                                                                \
+			__ret = -1;                                                     \
+		}                                                                       \
+		(key)->local_port = (ctx)->local_port;                                  \
+		(key)->remote_port = bpf_ntohl((ctx)->remote_port);                     \
+		__ret;                                                                  \
 	})
 
 /* 127.0.0.0/8 (v4-mapped) or ::1: traffic that never leaves its namespace. */
@@ -200,7 +184,9 @@ static __always_inline int accel_namespace_local(const struct sock_key *key)
 #ifdef ACCEL_DEBUG
 #define accel_dbg(fmt, ...) bpf_trace_printk(fmt, ##__VA_ARGS__)
 #else
-#define accel_dbg(fmt, ...) do { } while (0)
+#define accel_dbg(fmt, ...) \
+	do {                \
+	} while (0)
 #endif
 
 #endif /* ACCEL_H */

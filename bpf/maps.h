@@ -1,34 +1,21 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * maps.h - the pinned maps both programs use. The controller creates and pins
- * them before loading (so their sizes are a run-time setting, and a restarted
- * controller reuses the same maps: DESIGN.md invariant 7); bcc opens the pins.
+ * maps.h - the pinned maps the programs share. bcc creates each one on the
+ * first load and pins it; every later load (a second program file, a
+ * restarted controller) opens the pin, so all programs of an instance, old
+ * and new, use the same maps (docs/DESIGN.md, invariant 7). Their sizes are
+ * a setting of the controller, fixed when first pinned.
  */
 #ifndef ACCEL_MAPS_H
 #define ACCEL_MAPS_H
 
 #include "accel.h"
+#include "tunables.h"
 
-/* Streams of small writes (redir.c, small_write_stream): sizes in bytes, gap
- * in nanoseconds. ACCEL_NO_SMALL_WRITES builds without the rule. */
-#ifndef ACCEL_SMALL_LOCAL
-#define ACCEL_SMALL_LOCAL 2048
-#endif
-#ifndef ACCEL_SMALL_REMOTE
-#define ACCEL_SMALL_REMOTE 128
-#endif
-#ifndef ACCEL_BURST_MSGS
-#define ACCEL_BURST_MSGS 64
-#endif
-#ifndef ACCEL_BURST_GAP_NS
-#define ACCEL_BURST_GAP_NS 50000ULL
-#endif
-#ifndef ACCEL_CONN_SLOTS
-#define ACCEL_CONN_SLOTS 65536 /* a power of two */
-#endif
-
-#ifndef ACCEL_GUARD_SIZE
-#define ACCEL_GUARD_SIZE 4096
+/* Fixed when the maps are first pinned, so the controller always passes
+ * them (accel/datapath.py, Datapath.cflags), like the pin directory. */
+#if !defined(ACCEL_PIN_DIR) || !defined(ACCEL_SOCKHASH_SIZE) || !defined(ACCEL_ENDPOINTS_SIZE)
+#error "build through the controller: it defines ACCEL_PIN_DIR, ACCEL_SOCKHASH_SIZE and ACCEL_ENDPOINTS_SIZE"
 #endif
 
 /* bcc's BPF_SOCKHASH cannot be pinned and BPF_TABLE_PINNED("sockhash") lacks
@@ -44,8 +31,8 @@ struct sock_hash_table_t {
 	int (*sk_redirect_hash)(void *, void *, u64);
 	u32 max_entries;
 };
-__attribute__((section("maps/sockhash:" ACCEL_PIN_DIR "/sock_hash")))
-struct sock_hash_table_t sock_hash = {.max_entries = ACCEL_SOCKHASH_SIZE};
+__attribute__((section("maps/sockhash:" ACCEL_PIN_DIR "/sock_hash"))) struct sock_hash_table_t sock_hash = {
+    .max_entries = ACCEL_SOCKHASH_SIZE};
 BPF_ANNOTATE_KV_PAIR(sock_hash, struct sock_key, __u64);
 
 /* Per-socket state (struct sock_state), written by sockops, read by sk_msg.
@@ -59,12 +46,12 @@ struct sock_states_table_t {
 	int (*sk_storage_delete)(void *);
 	u32 flags;
 };
-__attribute__((section("maps/sk_storage:" ACCEL_PIN_DIR "/sock_states")))
-struct sock_states_table_t sock_states = {.flags = BPF_F_NO_PREALLOC};
+__attribute__((section("maps/sk_storage:" ACCEL_PIN_DIR "/sock_states"))) struct sock_states_table_t sock_states = {
+    .flags = BPF_F_NO_PREALLOC};
 BPF_ANNOTATE_KV_PAIR(sock_states, int, struct sock_state);
 
-BPF_TABLE_PINNED("hash", struct endpoint_key, struct endpoint_value, endpoints,
-		 ACCEL_ENDPOINTS_SIZE, ACCEL_PIN_DIR "/endpoints");
+BPF_TABLE_PINNED("hash", struct endpoint_key, struct endpoint_value, endpoints, ACCEL_ENDPOINTS_SIZE,
+		 ACCEL_PIN_DIR "/endpoints");
 
 BPF_TABLE_PINNED("percpu_array", u32, struct stats, stats, 1, ACCEL_PIN_DIR "/stats");
 
@@ -79,26 +66,18 @@ BPF_TABLE_PINNED("percpu_array", u32, struct stats, stats, 1, ACCEL_PIN_DIR "/st
 BPF_TABLE_PINNED("hash", struct sock_key, u32, backlog_guard, ACCEL_GUARD_SIZE, ACCEL_PIN_DIR "/backlog_guard");
 BPF_TABLE_PINNED("array", u32, u32, guard_active, 1, ACCEL_PIN_DIR "/guard_active");
 
-/* Each program file defines
+/*
+ * Counting, the one idiom: a program looks its per-CPU counters up once, at
+ * the start of its run (each program file defines
  *     static __always_inline struct stats *stats_get(void)
- * with stats.lookup() in its own body: bcc rewrites map calls only in the main
- * source file, never in a header or inside a macro. */
-static __always_inline struct stats *stats_get(void);
-
-#define ACCEL_ADD(field, n)                        \
-	do {                                       \
-		struct stats *__s = stats_get();    \
-		if (__s)                           \
-			__s->field += (n);         \
-	} while (0)
-
-#define ACCEL_COUNT(field) ACCEL_ADD(field, 1)
-
-/* On the per-message path: look the counters up once, then bump fields. */
-#define STATS_ADD(s, field, n)               \
-	do {                                 \
-		if (s)                       \
-			(s)->field += (n);   \
+ * with stats.lookup() in its own body: bcc rewrites map calls only in the
+ * main source file, never in a header or inside a macro), then bumps fields
+ * of that one pointer.
+ */
+#define STATS_ADD(s, field, n)             \
+	do {                               \
+		if (s)                     \
+			(s)->field += (n); \
 	} while (0)
 
 #endif /* ACCEL_MAPS_H */

@@ -5,8 +5,10 @@
  * A socket is inserted into the sockhash only when its peer is on this node
  * (invariant 3): loopback, its own address, or an address the controller put
  * in the endpoint map with policy ACCELERATE. Everything else is left alone
- * and counted by reason. Insertion never overwrites (BPF_NOEXIST): a key that
- * is already present belongs to another live socket.
+ * and counted by reason. Insertion never overwrites (BPF_NOEXIST). The key
+ * holds both initial sequence numbers (accel.h, struct sock_key), so a key
+ * already present can only be this very socket, inserted by another
+ * instance's sockops on the same maps.
  */
 #include <uapi/linux/errno.h>
 
@@ -62,7 +64,8 @@ static __always_inline void fill_state(struct sock_state *st, const struct sock_
 	st->mode = ACCEL_MODE_NEW;
 	st->burst = 0;
 	st->last_ns = 0;
-	st->slot = (key->local_port ^ key->remote_port ^ key->local_ip[3] ^ key->remote_ip[3] ^ key->local_seq ^ key->remote_seq) &
+	st->slot = (key->local_port ^ key->remote_port ^ key->local_ip[3] ^ key->remote_ip[3] ^ key->local_seq ^
+		    key->remote_seq) &
 		   (ACCEL_CONN_SLOTS - 1);
 	/* The two ends differ in port (same address) or in address (a client
 	 * may bind the server's port number). */

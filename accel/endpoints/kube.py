@@ -31,7 +31,7 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 from kubernetes.watch import Watch
 
-from ..maps import POLICY_ACCELERATE, POLICY_OPT_OUT
+from ..abi import POLICY_ACCELERATE, POLICY_OPT_OUT
 from .table import normalise, usable
 
 OPT_OUT_KEY = "accel.dev/enabled"

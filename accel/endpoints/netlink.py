@@ -5,19 +5,12 @@ events; namespaces are found in /run/netns (ip netns, CNI) and /proc/*/ns/net
 
 On any event in a namespace we re-dump that namespace's addresses rather than
 apply the event: a dump is cheap and can't drift if an event was lost.
-
-It also holds the other netlink reads the controller makes through pyroute2:
-netns cookies, and sock_diag receive queues for the backlog guard.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ipaddress
-import os
 import select
-import socket
-import struct
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -25,103 +18,7 @@ from typing import Any
 from pyroute2 import IPRoute
 from pyroute2.netlink.rtnl import RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR
 
-from .table import NamespaceId
-
-NETNS_RUN_DIRS = ("/run/netns", "/var/run/netns")
-
-
-def namespace_paths(all_namespaces: bool = True) -> dict[NamespaceId, str]:
-    """Every distinct network namespace we can open, by (dev, inode); only
-    the host's when ``all_namespaces`` is False (Kubernetes mode, where pod
-    IPs come from the API)."""
-    found: dict[NamespaceId, str] = {}
-
-    def add(path: str) -> None:
-        try:
-            st = os.stat(path)
-        except OSError:
-            return
-        found.setdefault((st.st_dev, st.st_ino), path)
-
-    add("/proc/1/ns/net")
-    add("/proc/self/ns/net")
-    if not all_namespaces:
-        return found
-    for run_dir in NETNS_RUN_DIRS:
-        with contextlib.suppress(OSError):
-            for name in sorted(os.listdir(run_dir)):
-                add(os.path.join(run_dir, name))
-    with contextlib.suppress(OSError):
-        for pid in os.listdir("/proc"):
-            if pid.isdigit():
-                add(f"/proc/{pid}/ns/net")
-    return found
-
-
-SO_NETNS_COOKIE = 71  # getsockopt, Linux >= 5.14
-INET_DIAG_SKMEMINFO = 7
-TCP_ESTABLISHED = 1
-
-
-def netns_cookie(sock: socket.socket) -> int:
-    """The cookie of the network namespace ``sock`` lives in (the value the
-    BPF programs put in loopback keys)."""
-    return int.from_bytes(sock.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8), "little")
-
-
-def _unmapped(addr: str) -> str:
-    ip = ipaddress.ip_address(addr)
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-        return str(ip.ipv4_mapped)
-    return str(ip)
-
-
-def full_receivers(limit: int) -> list[tuple[str, int, str, int, int]]:
-    """(local, lport, remote, rport, queued bytes) of established TCP sockets
-    of the calling thread's namespace whose receive memory exceeds ``limit``
-    (sock_diag; the backlog guard's view of receive queues)."""
-    from pyroute2 import DiagSocket
-
-    out = []
-    with DiagSocket() as ds:
-        ds.bind()
-        for family in (socket.AF_INET, socket.AF_INET6):
-            for msg in ds.get_sock_stats(family=family, states=1 << TCP_ESTABLISHED, extensions=1 << (INET_DIAG_SKMEMINFO - 1)):
-                raw = msg.get_attr("INET_DIAG_SKMEMINFO")
-                if not raw:
-                    continue
-                rmem = struct.unpack_from("<I", bytes.fromhex(raw.replace(":", "")) if isinstance(raw, str) else raw)[0]
-                if rmem > limit:
-                    out.append((_unmapped(msg["idiag_src"]), msg["idiag_sport"], _unmapped(msg["idiag_dst"]), msg["idiag_dport"], rmem))
-    return out
-
-
-def namespace_cookie_paths() -> dict[int, str]:
-    """netns cookie -> a path that opens the namespace, for every namespace."""
-    from pyroute2 import netns as pr_netns
-
-    out: dict[int, str] = {}
-    for _ns, path in namespace_paths().items():
-        try:
-            sock = socket.socket() if path in ("/proc/self/ns/net", "/proc/1/ns/net") else pr_netns.create_socket(netns=path)
-            with sock:
-                cookie = netns_cookie(sock)
-        except OSError:
-            continue
-        out.setdefault(cookie, path)
-    return out
-
-
-def namespace_cookies() -> dict[int, str]:
-    """netns cookie -> a readable name (the ip-netns name, or the path), so
-    that `accel conns` can say which namespace a loopback connection is in."""
-    names: dict[int, str] = {}
-    for cookie, path in namespace_cookie_paths().items():
-        label = "host" if path in ("/proc/self/ns/net", "/proc/1/ns/net") else path
-        if path.startswith(NETNS_RUN_DIRS):
-            label = os.path.basename(path)
-        names[cookie] = label
-    return names
+from ..netns import NamespaceId, namespace_paths
 
 
 class _Watched:

@@ -16,10 +16,10 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 from typing import TypeVar
 
-from ..maps import POLICY_ACCELERATE, POLICY_AMBIGUOUS, POLICY_OPT_OUT, SOURCE_KUBERNETES, SOURCE_NETLINK
+from ..abi import POLICY_ACCELERATE, POLICY_AMBIGUOUS, POLICY_OPT_OUT, SOURCE_KUBERNETES, SOURCE_NETLINK
+from ..netns import NamespaceId
 
 V = TypeVar("V")
-NamespaceId = tuple[int, int]  # (st_dev, st_ino) of the netns file
 
 
 def usable(addr: str) -> bool:

@@ -3,13 +3,11 @@ cgroup, private namespaces and pins; everything removed even on failure."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 
 import pytest
 
-from .cgroups import inside, private_cgroup
-from .controller import Controller
+from accel.sandbox import Controller, inside, private_cgroup, sweep
 
 
 def pytest_collection_modifyitems(config, items):
@@ -73,27 +71,10 @@ def fresh_env(tmp_path, request):
 
 @pytest.fixture(scope="session", autouse=True)
 def _sweep_leftovers():
-    """Belt and braces: whatever a crashed test left (namespaces, pins,
-    cgroups with our test prefixes) is removed at the end of the session."""
+    """Belt and braces: what a crashed test of this session left (namespaces,
+    pins, cgroups), and what earlier crashed runs left, is removed at the
+    end; a sandbox whose maker still runs (a soak beside the tests) is left
+    alone."""
     yield
-    if os.geteuid() != 0:
-        return
-    import shutil
-
-    from accel.kernel import mounts
-    from tests.netns_topology import remove_netns
-
-    for run_dir in ("/run/netns",):
-        if os.path.isdir(run_dir):
-            for name in os.listdir(run_dir):
-                if name.startswith("acct-"):
-                    remove_netns(name)
-    if os.path.isdir("/sys/fs/bpf"):
-        for name in os.listdir("/sys/fs/bpf"):
-            if name.startswith("accel-test-"):
-                shutil.rmtree(os.path.join("/sys/fs/bpf", name), ignore_errors=True)
-    for root in mounts("cgroup2"):
-        for name in os.listdir(root):
-            if name.startswith("accel-test-"):
-                with contextlib.suppress(OSError):
-                    os.rmdir(os.path.join(root, name))
+    if os.geteuid() == 0:
+        sweep(mine=True)

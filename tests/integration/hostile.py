@@ -5,13 +5,12 @@ mount(2) the way container runtimes' default profiles do."""
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
-import os
 import platform
 import struct
 
-CLONE_NEWNS = 0x00020000
+from accel import libc
+
 MS_REC = 0x4000
 MS_PRIVATE = 1 << 18
 MNT_DETACH = 2
@@ -49,21 +48,14 @@ def _deny_mount_filter() -> bytes:
     )
 
 
-def _check(ret: int, what: str) -> None:
-    if ret != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"{what}: {os.strerror(err)}")
-
-
 def no_bpffs_and_no_mount() -> None:
     """preexec_fn: unmount every bpffs at /sys/fs/bpf in a private mount
     namespace, then forbid mount(2) (EPERM)."""
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-    _check(libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
-    _check(libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None), "make / private")
-    while libc.umount2(b"/sys/fs/bpf", MNT_DETACH) == 0:
+    libc.unshare(libc.CLONE_NEWNS)
+    libc.mount("none", "/", None, MS_REC | MS_PRIVATE)
+    while libc.umount2("/sys/fs/bpf", MNT_DETACH) == 0:
         pass  # bpffs may be mounted more than once there
     prog = ctypes.create_string_buffer(_deny_mount_filter())
     fprog = _SockFprog(len(prog.raw) // 8, ctypes.cast(prog, ctypes.c_void_p))
-    _check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
-    _check(libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0), "seccomp")
+    libc.prctl(PR_SET_NO_NEW_PRIVS, 1, "no_new_privs")
+    libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, "seccomp", ctypes.byref(fprog))

@@ -9,8 +9,8 @@ import os
 import subprocess
 
 from accel import kernel
+from accel.sandbox import ACCEL
 
-from .controller import ACCEL
 from .test_lifecycle import cgroup_sockops
 
 LIVE_CHECKS = {
@@ -31,7 +31,7 @@ def doctor_live(parent: str) -> tuple[subprocess.CompletedProcess, dict[str, dic
 
 
 def scratch_leftovers(parent: str) -> list[str]:
-    return glob.glob(os.path.join(parent, "accel-selftest-*")) + glob.glob(os.path.join(kernel.DEFAULT_BPFFS, "accel-selftest-*"))
+    return glob.glob(os.path.join(parent, "accel-sbx-*-selftest")) + glob.glob(os.path.join(kernel.DEFAULT_BPFFS, "accel-sbx-*-selftest"))
 
 
 def test_live_doctor_runs_the_datapath_and_leaves_nothing(fresh_env):

@@ -6,16 +6,16 @@ from __future__ import annotations
 
 from pyroute2 import IPRoute
 
-from accel.maps import POLICY_ACCELERATE, POLICY_AMBIGUOUS
-from tests.netns_topology import create_netns, remove_netns
+from accel.abi import POLICY_ACCELERATE, POLICY_AMBIGUOUS
+from accel.sandbox import create_netns, remove_netns, scratch
 from tests.waiting import wait_for
 
 from .traffic import connected_pair
 
 
 def test_addresses_and_namespaces_tracked_live(accel_env, tmp_path):
-    ns1 = f"acct-ep-{tmp_path.name[-6:]}-1"
-    ns2 = f"acct-ep-{tmp_path.name[-6:]}-2"
+    ns1 = scratch("ep1", netns=True)
+    ns2 = scratch("ep2", netns=True)
     try:
         create_netns(ns1)
         with IPRoute(netns=ns1) as ipr:
@@ -63,7 +63,7 @@ def test_an_ambiguous_peer_is_not_inserted(accel_env, tmp_path):
     """Pod A talks to 10.218.0.2, an address that a second, unrelated namespace
     also holds: the key (netns 0) could match the wrong socket, so neither
     end of that connection is inserted."""
-    from tests.netns_topology import pods
+    from accel.sandbox import pods
 
     with pods(2, subnet=218) as topo:
         a, b = topo.pods

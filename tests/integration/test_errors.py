@@ -7,14 +7,13 @@ import json
 import os
 import subprocess
 import sys
-import uuid
 
 import pytest
 
 from accel import kernel
+from accel.sandbox import ACCEL, scratch
 
 from . import hostile
-from .controller import ACCEL
 from .test_lifecycle import cgroup_sockops
 
 
@@ -102,7 +101,7 @@ def test_bpffs_that_cannot_be_mounted(fresh_env):
     the runtime's default seccomp profile: one line naming the step and the
     fix, and nothing attached."""
     ctl = fresh_env
-    pin_dir = f"{kernel.DEFAULT_BPFFS}/accel-test-{uuid.uuid4().hex[:8]}"
+    pin_dir = f"{kernel.DEFAULT_BPFFS}/{scratch('pins')}"
     res = run_accel("--pin-dir", pin_dir, "--state-dir", ctl.state_dir, "run", "--cgroup", ctl.cgroup, preexec_fn=hostile.no_bpffs_and_no_mount)
     assert_clean_error(res, f"mount bpffs at {kernel.DEFAULT_BPFFS}", "Operation not permitted", "mount it from the host")
     assert res.returncode == 69
@@ -115,9 +114,9 @@ def test_bpffs_that_cannot_be_mounted(fresh_env):
 # answers "invalid func"), so the verdict comes from the kernel, not from us.
 LACKING_KERNEL = """
 import sys
-from accel import cli, kernel, libbpf
+from accel import abi, cli, kernel, libbpf
 i = [f.name for f in kernel.FEATURES].index(sys.argv.pop(1))
-kernel.FEATURES[i] = kernel.Feature(kernel.FEATURES[i].name, lambda: libbpf.probe_helper(libbpf.PROG_TYPE_SK_MSG, 9999), kernel.FEATURES[i].fix)
+kernel.FEATURES[i] = kernel.Feature(kernel.FEATURES[i].name, lambda: libbpf.probe_helper(abi.PROG_TYPE_SK_MSG, 9999), kernel.FEATURES[i].fix)
 sys.argv[0] = "accel"
 cli.main()
 """

@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import socket
 
-from tests.netns_topology import create_netns, entered, remove_netns
+from accel.netns import entered
+from accel.sandbox import create_netns, remove_netns, scratch
 
 TCP_FASTOPEN = 23
 MSG_FASTOPEN = 0x20000000
 
 
 def test_fast_open_connection_is_not_inserted_and_stays_in_order(accel_env, tmp_path):
-    ns = f"acct-tfo-{tmp_path.name[-6:]}"
+    ns = scratch("tfo", netns=True)
     create_netns(ns)
     try:
         with entered(ns):

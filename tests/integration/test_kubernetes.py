@@ -12,10 +12,10 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from accel.abi import POLICY_ACCELERATE, POLICY_OPT_OUT
 from accel.endpoints.kube import OPT_OUT_KEY
-from accel.maps import POLICY_ACCELERATE, POLICY_OPT_OUT
+from accel.sandbox import pods
 from tests.kube_fake import FakeKube, namespace, pod
-from tests.netns_topology import pods
 from tests.waiting import wait_for
 
 from .traffic import connected_pair

@@ -12,8 +12,8 @@ import os
 import pytest
 
 from accel import kernel, libbpf
-from accel.datapath import BPF_DIR
-from accel.maps import MIRRORS
+from accel.abi import MIRRORS
+from accel.programs import BPF_DIR
 
 
 def layout_program() -> tuple[str, list[tuple[str, str]]]:

@@ -10,7 +10,7 @@ import struct
 import threading
 import time
 
-from accel import libbpf
+from accel import abi, libbpf
 from accel.maps import PinnedMaps
 
 from .traffic import connected_pair
@@ -92,7 +92,7 @@ def sockhash_id(pin_dir: str) -> int:
 def cgroup_sockops(cgroup: str) -> list[int]:
     fd = os.open(cgroup, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        return libbpf.prog_query(fd, libbpf.ATTACH_CGROUP_SOCK_OPS)
+        return libbpf.prog_query(fd, abi.ATTACH_CGROUP_SOCK_OPS)
     finally:
         os.close(fd)
 

@@ -13,7 +13,8 @@ import threading
 
 import pytest
 
-from tests.netns_topology import pods, socket_in
+from accel.netns import socket_in
+from accel.sandbox import pods
 
 CONNECTIONS = 400
 WRITES = 30
@@ -117,9 +118,8 @@ def test_peer_that_joins_late_never_overtakes_tcp_bytes(accel_env):
     Later client bytes must still go by TCP: redirected ones would be read
     before the unread TCP ones."""
     from accel import libbpf
-    from accel.maps import SockKey, SockState, mirror
-
-    from .cgroups import inside, own_cgroup
+    from accel.abi import SockKey, SockState, mirror
+    from accel.sandbox import inside, own_cgroup
 
     root = os.path.dirname(accel_env.cgroup)
     with inside(root):  # the listener (and so the server socket) outside the cgroup

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.netns_topology import pods
+from accel.sandbox import pods
 
 from .traffic import assert_intact, connected_pair, exchange, payload
 

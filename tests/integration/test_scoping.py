@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import threading
 
-from tests.netns_topology import hidden_netns, plug_hidden, pods
+from accel.sandbox import hidden_netns, plug_hidden, pods
 
 from .traffic import assert_intact, connected_pair, exchange, payload
 

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from .controller import ACCEL
+from accel.sandbox import ACCEL
 
 
 def test_pins_are_root_only(accel_env):

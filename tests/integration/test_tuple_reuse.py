@@ -15,14 +15,15 @@ import time
 
 import pytest
 
-from tests.netns_topology import create_netns, entered, remove_netns
+from accel.netns import entered
+from accel.sandbox import create_netns, remove_netns, scratch
 
 TW_REUSE_DELAY = 1.2  # tcp_tw_reuse waits 1 s after the last timestamp
 
 
 @pytest.fixture
 def pod_ns():
-    name = f"acct-tw-{time.monotonic_ns() % 10**8}"
+    name = scratch("tw", netns=True)
     create_netns(name)
     try:
         yield name

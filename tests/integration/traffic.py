@@ -9,7 +9,7 @@ import socket
 import threading
 from dataclasses import dataclass
 
-from tests.netns_topology import socket_in
+from accel.netns import socket_in
 
 TIMEOUT = 60.0
 

@@ -109,9 +109,7 @@ def main(profile: str, repeat: int, only: tuple[str, ...], seed: int | None, jso
     if os.geteuid() != 0:
         console.print("torture: needs root (it loads BPF programs, makes cgroups and namespaces); run it with sudo")
         sys.exit(77)
-    from tests.integration.cgroups import inside, private_cgroup
-    from tests.integration.controller import Controller
-    from tests.netns_topology import pods
+    from accel.sandbox import Controller, inside, pods, private_cgroup
 
     prof = QUICK if profile == "quick" else SOAK
     seed = seed if seed is not None else random.SystemRandom().getrandbits(32)

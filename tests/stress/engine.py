@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from tests.netns_topology import socket_in
+from accel.netns import socket_in
 
 from .records import Checker, Stream, Tally
 

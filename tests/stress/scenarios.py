@@ -20,10 +20,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from accel.netns import entered, socket_in
+from accel.sandbox import Controller, Topology, create_netns, inside, private_cgroup, remove_netns
 from accel.selftest import splice_probe
-from tests.integration.cgroups import inside, private_cgroup
-from tests.integration.controller import Controller
-from tests.netns_topology import Topology, create_netns, entered, remove_netns, socket_in
 
 from .engine import EventLoop, Job, Listener, Result, io_size, run_blocking
 from .records import Checker, Stream

@@ -147,6 +147,19 @@ def test_markdown_report(tmp_path):
     assert "![x.png](x.png)" in md
 
 
+def test_program_cost_table_is_the_median_per_workload():
+    raw = _raw()
+    assert report.program_cost_table(raw) == [], "no table when the run did not measure it"
+    costs = iter([30.0, 90.0, 40.0])
+    for m in raw["measurements"]:
+        if m["mode"] == "accel" and m["workload"] == "pods/iperf3/stream 64 B x1":
+            m["program_cost"] = {"accel_redir": {"runs": 1000, "ns_per_run": next(costs)}, "accel_sockops": {"runs": 4, "ns_per_run": 500.0}}
+    table = report.program_cost_table(raw)
+    assert "| workload | accel_redir ns/run | accel_sockops ns/run |" in table
+    assert "| pods/iperf3/stream 64 B x1 | 40 | 500 |" in table
+    assert "What the programs cost" in report.markdown(raw, [])
+
+
 def test_plots_are_written(tmp_path):
     made = report.plots(_raw(), str(tmp_path))
     names = sorted(os.path.basename(p) for p in made)

@@ -1,8 +1,8 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
+from accel.abi import POLICY_ACCELERATE, POLICY_AMBIGUOUS
 from accel.endpoints.table import desired_policies, diff, usable
-from accel.maps import POLICY_ACCELERATE, POLICY_AMBIGUOUS
 
 NS_A, NS_B = (1, 10), (1, 11)
 
@@ -52,8 +52,8 @@ def test_diff_applied_gives_desired(current, desired):
 def test_a_pod_ip_reassigned_to_another_pod_takes_the_new_pods_policy():
     """Pod A (opted out) is deleted and its IP goes to pod B: B's policy
     applies. While both claim it (a late DELETE), the safer opt-out holds."""
+    from accel.abi import POLICY_ACCELERATE, POLICY_OPT_OUT
     from accel.endpoints.kube import OPT_OUT_KEY, KubeState
-    from accel.maps import POLICY_ACCELERATE, POLICY_OPT_OUT
     from tests.kube_fake import pod
 
     state = KubeState()

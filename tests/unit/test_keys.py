@@ -4,7 +4,7 @@ import ipaddress
 from hypothesis import given
 from hypothesis import strategies as st
 
-from accel.maps import SockEntry, SockKey, Stats, ip_words, pack_ip, pair_connections, unpack_ip
+from accel.abi import SockEntry, SockKey, Stats, ip_words, pack_ip, pair_connections, unpack_ip
 
 
 def test_ipv4_is_stored_v4_mapped():

@@ -7,8 +7,8 @@ import pytest
 from kubernetes import client
 
 from accel import log as logmod
+from accel.abi import POLICY_ACCELERATE, POLICY_OPT_OUT
 from accel.endpoints.kube import OPT_OUT_KEY, KubeEndpoints
-from accel.maps import POLICY_ACCELERATE, POLICY_OPT_OUT
 from tests.kube_fake import FakeKube, namespace, pod
 from tests.waiting import wait_for
 

@@ -1,5 +1,5 @@
-"""Network namespaces for tests and benchmarks, built with pyroute2 and always
-torn down: "pods" on a bridge that lives in its own "node" namespace, so the
+"""Network namespaces for sandboxes, built with pyroute2 and always torn
+down: "pods" on a bridge that lives in its own "node" namespace, so the
 host's network is never touched.
 
     pod0 --veth--+
@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from pyroute2 import IPRoute, netns
+
+from .names import scratch
 
 IFA_F_NODAD = 0x02
 
@@ -58,7 +58,7 @@ class Topology:
 
 def build_pods(count: int = 2, subnet: int = 213, prefix: str | None = None) -> Topology:
     """``count`` pods on one bridge, 10.<subnet>.0.<i+1>/24 and fd00:<subnet>::<i+1>/64."""
-    prefix = prefix or f"acct-{uuid.uuid4().hex[:6]}"
+    prefix = prefix or scratch("pods", netns=True)
     topo = Topology(prefix=prefix, node=f"{prefix}-node")
     try:
         create_netns(topo.node)
@@ -106,25 +106,6 @@ def hidden_netns(path: str) -> Iterator[str]:
         subprocess.run(["umount", path], check=False)
         with contextlib.suppress(OSError):
             os.unlink(path)
-
-
-@contextlib.contextmanager
-def entered(ns: str | None) -> Iterator[None]:
-    """Run the body with this thread in ``ns`` (a name or a path); sockets
-    created inside stay in that namespace."""
-    if ns is None:
-        yield
-        return
-    netns.pushns(ns)
-    try:
-        yield
-    finally:
-        netns.popns()
-
-
-def socket_in(ns: str | None, family: int = socket.AF_INET) -> socket.socket:
-    with entered(ns):
-        return socket.socket(family, socket.SOCK_STREAM)
 
 
 def plug_hidden(topo: Topology, path: str, ipv4: str, index: int = 9) -> None:

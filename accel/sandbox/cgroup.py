@@ -1,17 +1,20 @@
-"""A private cgroup-v2 directory per test, and moving this process in and out."""
+"""A private cgroup-v2 directory, and moving this process in and out of one.
+A program attached to it acts only on sockets made by processes inside."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import time
-import uuid
 from collections.abc import Iterator
 
-from accel.kernel import cgroup2_root
+from ..kernel import cgroup2_root
+from .names import scratch
 
 
-def own_cgroup(root: str) -> str:
+def own_cgroup(root: str | None = None) -> str:
+    """This process's cgroup-v2 directory."""
+    root = root or cgroup2_root()
     with open("/proc/self/cgroup") as f:
         for line in f:
             if line.startswith("0::"):
@@ -25,14 +28,15 @@ def move_self(cgroup: str) -> None:
 
 
 @contextlib.contextmanager
-def private_cgroup(tag: str = "t") -> Iterator[str]:
+def private_cgroup(tag: str = "t", parent: str | None = None) -> Iterator[str]:
+    """A new, empty cgroup under ``parent`` (default: the cgroup-v2 root),
+    removed afterwards; whatever is still in it goes back to the root first."""
     root = cgroup2_root(mount_if_missing=True)
-    path = os.path.join(root, f"accel-test-{tag}-{uuid.uuid4().hex[:8]}")
+    path = os.path.join(parent or root, scratch(tag))
     os.mkdir(path)
     try:
         yield path
     finally:
-        # Move anything left (children of ours) back to the root, then remove.
         with contextlib.suppress(OSError), open(os.path.join(path, "cgroup.procs")) as f:
             for pid in f.read().split():
                 with contextlib.suppress(OSError), open(os.path.join(root, "cgroup.procs"), "w") as r:
@@ -48,11 +52,15 @@ def private_cgroup(tag: str = "t") -> Iterator[str]:
 @contextlib.contextmanager
 def inside(cgroup: str) -> Iterator[None]:
     """This process (all its threads) in ``cgroup`` for the body: sockets made
-    inside are the cgroup's, and only they meet the programs under test."""
+    inside are the cgroup's, and only they meet the programs under test. Back
+    where it was afterwards (or, failing that, the root, always allowed)."""
     root = cgroup2_root()
     before = own_cgroup(root)
     move_self(cgroup)
     try:
         yield
     finally:
-        move_self(before)
+        try:
+            move_self(before)
+        except OSError:
+            move_self(root)

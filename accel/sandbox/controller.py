@@ -1,4 +1,6 @@
-"""Drive the real `accel` command in a subprocess, as a user would."""
+"""A private accel instance: the real `accel` command in a subprocess, as a
+user would run it, with pins and state of its own, taken down (`accel down
+--force`) and removed whatever happens."""
 
 from __future__ import annotations
 
@@ -13,8 +15,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from accel.maps import PinnedMaps
+from ..kernel import DEFAULT_BPFFS
+from ..maps import PinnedMaps
+from .names import scratch
 
+# The `accel` command beside this interpreter (the venv's).
 ACCEL = os.path.join(os.path.dirname(sys.executable), "accel")
 
 
@@ -23,7 +28,7 @@ class Controller:
         self.cgroup = cgroup
         self.rescan_interval = rescan_interval  # tests: fast; benchmarks: the default, less noise
         self.state_dir = str(state_dir)
-        self.pin_dir = pin_dir or f"/sys/fs/bpf/accel-test-{uuid.uuid4().hex[:8]}"
+        self.pin_dir = pin_dir or os.path.join(DEFAULT_BPFFS, scratch("pins"))
         self.proc: subprocess.Popen | None = None
         self.log_path = os.path.join(os.path.dirname(self.state_dir.rstrip("/")), f"accel-run-{uuid.uuid4().hex[:6]}.log")
 
