@@ -268,7 +268,7 @@ class Datapath:
             self._modules[program.source] = module
         with capture_fd2() as loaded:
             try:
-                fn = module.load_func(program.entry.encode(), program.prog_type)
+                fn = module.load_func(program.entry.encode(), program.prog_type, attach_type=program.attach_type)
             except Exception as exc:
                 fn = None
                 error = str(exc)
