@@ -45,7 +45,7 @@ def write_results(raw: dict, out_dir: str) -> tuple[str, list[str]]:
 @click.option(
     "--program-cost",
     is_flag=True,
-    help="Also measure what each BPF program costs per run (kernel run-time statistics; they slow every run a little, so compare such runs only with each other).",
+    help="Also measure what each BPF program costs per run (kernel run-time statistics: they slow every run a little, so compare such runs with each other).",
 )
 def main(profile: str, out_dir: str | None, pin: bool, only: tuple[str, ...], report_only: str | None, accel_args: tuple[str, ...], program_cost: bool) -> None:
     console = Console(stderr=True)
