@@ -30,8 +30,8 @@ from .programs import BPF_DIR, PROGRAMS, Program, check_order
 from .settings import Settings
 from .stderr_capture import capture_fd2
 
-# Warnings are errors in our own C; bcc's helper headers are not ours.
-BPF_WARNINGS = ("-Wall", "-Werror", "-Wno-unused-function", "-Wno-unused-variable")
+# Every warning clang raises on our C is an error (bcc's own helpers compile clean).
+BPF_WARNINGS = ("-Wall", "-Werror")
 
 
 def bcc_location() -> tuple[str, str]:
