@@ -18,6 +18,7 @@ from dataclasses import dataclass
 MAP_TYPE_HASH = 1
 MAP_TYPE_ARRAY = 2
 MAP_TYPE_PERCPU_ARRAY = 6
+MAP_TYPE_LRU_HASH = 9
 MAP_TYPE_SOCKHASH = 18
 MAP_TYPE_SK_STORAGE = 24
 PROG_TYPE_SOCK_OPS = 13
@@ -73,8 +74,18 @@ class SockState(ctypes.Structure):
         ("slot", ctypes.c_uint32),
         ("sender", ctypes.c_uint32),
         ("small_limit", ctypes.c_uint32),
+        ("allowance", ctypes.c_uint32),
+        ("self", ctypes.c_uint64),
+        ("peer_sk", ctypes.c_uint64),
+        ("wait_since", ctypes.c_uint64),
+        ("q_expect", ctypes.c_uint32),
         ("pad", ctypes.c_uint32),
+        ("read_ns", ctypes.c_uint64),
     ]
+
+
+class FlowConfig(ctypes.Structure):
+    _fields_ = [("node_over", ctypes.c_uint32), ("max_bound", ctypes.c_uint32)]
 
 
 STAT_FIELDS = (
@@ -95,10 +106,22 @@ STAT_FIELDS = (
     "fallback_sticky",
     "fallback_no_state",
     "fallback_bytes",
-    "fallback_backlog",
+    "fallback_wait",
+    "moved_wait",
+    "returned",
+    "wait_ns",
+    "fallback_no_peer_info",
     "fallback_small_writes",
 )
-FALLBACK_MSG_FIELDS = ("fallback_peer_missing", "fallback_peer_gone", "fallback_sticky", "fallback_no_state", "fallback_backlog", "fallback_small_writes")
+FALLBACK_MSG_FIELDS = (
+    "fallback_peer_missing",
+    "fallback_peer_gone",
+    "fallback_sticky",
+    "fallback_no_state",
+    "fallback_wait",
+    "fallback_no_peer_info",
+    "fallback_small_writes",
+)
 
 
 class Stats(ctypes.Structure):
@@ -111,6 +134,7 @@ MIRRORS: dict[str, type[ctypes.Structure]] = {
     "endpoint_key": EndpointKey,
     "endpoint_value": EndpointValue,
     "sock_state": SockState,
+    "flow_config": FlowConfig,
     "stats": Stats,
 }
 
@@ -119,6 +143,7 @@ MIRRORS: dict[str, type[ctypes.Structure]] = {
 MODE_NEW = 0
 MODE_REDIRECT = 1
 MODE_TCP = 2
+MODE_WAIT = 3
 
 
 def mirror(key: SockKey) -> SockKey:

@@ -1,5 +1,5 @@
 """`accel run`: the agent wires the datapath, the endpoint sources, the
-backlog guard and the metrics endpoint; it starts them in order and, when a
+node's TCP memory budget and the metrics endpoint; it starts them in order and, when a
 signal says stop, shuts them down in reverse, the way invariant 7 requires
 (detach the cgroup programs; keep the pins while sockets use them)."""
 
@@ -14,7 +14,7 @@ from typing import Any
 
 from . import kernel
 from . import log as logmod
-from .backlog import BacklogGuard, default_limit
+from .budget import NodeBudget, default_budget
 from .control import remove_pins
 from .datapath import Attached, Datapath
 from .endpoints.netlink import NetlinkEndpoints
@@ -161,13 +161,13 @@ class Agent:
             metrics_port=self.metrics.port if self.metrics else None,
             kubernetes=settings.kubernetes,
         )
-        guard = BacklogGuard(settings.pin_dir, settings.backlog_limit or default_limit(), self.log)
-        self.view.backlog_guarded = lambda: guard.listed
-        guard.start(settings.backlog_interval)
-        undo.callback(guard.stop)
+        budget = NodeBudget(settings.pin_dir, settings.node_tcp_budget or default_budget(), self.log)
+        self.view.node_over = lambda: budget.over
+        budget.start(settings.budget_interval)
+        undo.callback(budget.stop)
         self.view.ready = True
         undo.callback(setattr, self.view, "ready", False)
-        self.log.info("accelerating", cgroup=self.attached.cgroup, programs=self.attached.ids, backlog_limit_mib=round(guard.limit / 2**20, 1))
+        self.log.info("accelerating", cgroup=self.attached.cgroup, programs=self.attached.ids, node_tcp_budget_mib=round(budget.budget / 2**20, 1))
         self.inserts.check()
         return True
 

@@ -86,11 +86,11 @@ def _settings_or_exit(ctx: click.Context, **overrides: Any) -> Settings:
 )
 @click.option("--rescan-interval", type=float, default=Settings.rescan_interval, show_default=True, help="Seconds between scans for new network namespaces.")
 @click.option(
-    "--backlog-limit",
+    "--node-tcp-budget",
     type=int,
-    default=Settings.backlog_limit,
-    envvar="ACCEL_BACKLOG_LIMIT",
-    help="Bytes a receiver may hold unread before its peer moves to TCP [0: as TCP would, tcp_rmem max].",
+    default=Settings.node_tcp_budget,
+    envvar="ACCEL_NODE_TCP_BUDGET",
+    help="Bytes of node TCP memory past which senders to receivers that hold data wait on TCP [0: the kernel's pressure threshold, tcp_mem].",
 )
 @click.option(
     "--small-write-fallback/--no-small-write-fallback",
@@ -99,7 +99,9 @@ def _settings_or_exit(ctx: click.Context, **overrides: Any) -> Settings:
     envvar="ACCEL_SMALL_WRITE_FALLBACK",
     help="Move a socket that streams small writes to TCP, which coalesces them (faster there).",
 )
-@click.option("--backlog-interval", type=float, default=Settings.backlog_interval, show_default=True, hidden=True, help="Seconds between backlog checks.")
+@click.option(
+    "--budget-interval", type=float, default=Settings.budget_interval, show_default=True, hidden=True, help="Seconds between reads of node TCP memory."
+)
 @click.option(
     "--kubernetes/--no-kubernetes",
     default=None,
@@ -127,8 +129,8 @@ def run(
     sockhash_size: int,
     endpoints_size: int,
     rescan_interval: float,
-    backlog_limit: int,
-    backlog_interval: float,
+    node_tcp_budget: int,
+    budget_interval: float,
     small_write_fallback: bool,
     kubernetes: bool | None,
     kubeconfig: str | None,
@@ -154,8 +156,8 @@ def run(
         sockhash_size=sockhash_size,
         endpoints_size=endpoints_size,
         rescan_interval=rescan_interval,
-        backlog_limit=backlog_limit,
-        backlog_interval=backlog_interval,
+        node_tcp_budget=node_tcp_budget,
+        budget_interval=budget_interval,
         small_write_fallback=small_write_fallback,
         extra_cflags=tuple(f"-D{d}" for d in defines),
         kubernetes=_kubernetes_mode(kubernetes),

@@ -69,6 +69,7 @@ class Datapath:
         self.cgroup: str | None = None
         self.headers: kernel.Headers | None = None
         self.sizes: dict[str, int] = {}
+        self.offsets: dict[str, int] = {}
         self._modules: dict[str, Any] = {}  # bcc module per source file
         self._loaded: list[_Loaded] = []
 
@@ -136,20 +137,25 @@ class Datapath:
         self._make_pin_dir()
         self._replace_outdated_pins()
         self.sizes = self._pinned_sizes()
+        self.offsets = kernel.kernel_field_offsets()
         cflags = self.cflags()
         for program in self.programs:
             self._loaded.append(_Loaded(program, self._compile_and_load(program, cflags)))
         os.chmod(self.settings.pin_dir, 0o700)
+        with PinnedMaps(self.settings.pin_dir) as maps:  # flow control's ceiling, before any message
+            maps.set_flow_config(max_bound=kernel.tcp_autotune_max())
 
     def cflags(self) -> list[str]:
-        """How the programs are built for this instance: its pin directory and
-        map sizes (fixed when first pinned), and the settings that select code."""
+        """How the programs are built for this instance: its pin directory, map
+        sizes (fixed when first pinned), the running kernel's field offsets,
+        and the settings that select code."""
         return [
             f"-I{BPF_DIR}",
             *BPF_WARNINGS,
             f'-DACCEL_PIN_DIR="{self.settings.pin_dir}"',
             f"-DACCEL_SOCKHASH_SIZE={self.sizes['sock_hash']}",
             f"-DACCEL_ENDPOINTS_SIZE={self.sizes['endpoints']}",
+            *(f"-D{name}={off}" for name, off in sorted(self.offsets.items())),
             *([] if self.settings.small_write_fallback else ["-DACCEL_NO_SMALL_WRITES"]),
             *self.settings.extra_cflags,
         ]

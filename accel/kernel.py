@@ -225,6 +225,41 @@ class Probe:
     fix: str
 
 
+# The running kernel's own struct fields that flow control reads (bpf/maps.h,
+# ACCEL_OFF_*): their offsets come from the kernel's BTF, because the headers
+# bcc compiles with may be another kernel's.
+KERNEL_FIELDS: dict[str, tuple[str, ...]] = {
+    "sock": ("sk_user_data", "sk_rcvbuf", "sk_sndbuf"),
+    "tcp_sock": ("copied_seq", "write_seq"),
+    "sk_psock": ("msg_tot_len",),
+}
+
+
+def kernel_field_offsets() -> dict[str, int]:
+    """-D name -> offset for every field in KERNEL_FIELDS, or KernelError
+    naming what this kernel's BTF lacks."""
+    found = libbpf.kernel_struct_offsets(KERNEL_FIELDS)
+    missing = [f"{s}.{m}" for s, ms in KERNEL_FIELDS.items() for m in ms if (s, m) not in found]
+    if missing:
+        where = "no BTF at /sys/kernel/btf/vmlinux" if not found else f"its BTF has no {', '.join(missing)}"
+        raise KernelError(
+            f"read the kernel's struct layout for flow control: {where}",
+            fix=(
+                "run a kernel with CONFIG_DEBUG_INFO_BTF (Debian, Ubuntu, Fedora and RHEL kernels have it)"
+                " that has sk_psock.msg_tot_len (6.16+, or a stable kernel with the sockmap FIONREAD fix)"
+            ),
+        )
+    return {f"ACCEL_OFF_{s.upper()}_{m.upper()}": off for (s, m), off in found.items()}
+
+
+def _kernel_fields_ok() -> bool:
+    try:
+        kernel_field_offsets()
+    except KernelError:
+        return False
+    return True
+
+
 # The requirements, in the order they are reported. Each is probed by loading
 # a tiny program or creating a tiny map, as libbpf does.
 FEATURES: list[Feature] = [
@@ -240,6 +275,11 @@ FEATURES: list[Feature] = [
         "netns cookie helper (sockops, sk_msg)",
         lambda: libbpf.probe_helper(PROG_TYPE_SOCK_OPS, FUNC_GET_NETNS_COOKIE) and libbpf.probe_helper(PROG_TYPE_SK_MSG, FUNC_GET_NETNS_COOKIE),
         "a kernel >= 5.15 (bpf_get_netns_cookie in sockops and sk_msg)",
+    ),
+    Feature(
+        "kernel BTF for flow control",
+        _kernel_fields_ok,
+        "a kernel with CONFIG_DEBUG_INFO_BTF whose sk_psock has msg_tot_len (6.16+, or a stable kernel with the sockmap FIONREAD fix)",
     ),
 ]
 
@@ -277,6 +317,26 @@ def require_features() -> None:
 # --- node TCP memory ---------------------------------------------------------
 
 PAGE = 4096
+
+
+def tcp_autotune_max() -> int:
+    """tcp_rmem max + tcp_wmem max: the most TCP's buffer autotuning lets a
+    connection queue (its receive window plus its send buffer)."""
+    return _sysctl_ints("/proc/sys/net/ipv4/tcp_rmem", 6 << 20)[-1] + _sysctl_ints("/proc/sys/net/ipv4/tcp_wmem", 4 << 20)[-1]
+
+
+def tcp_mem_pages() -> tuple[int, int, int]:
+    """net.ipv4.tcp_mem: (low, pressure, high) in pages, for the whole node."""
+    low, pressure, high = [*_sysctl_ints("/proc/sys/net/ipv4/tcp_mem", 0), 0, 0, 0][:3]
+    return low, pressure, high
+
+
+def _sysctl_ints(path: str, default: int) -> list[int]:
+    try:
+        with open(path) as f:
+            return [int(x) for x in f.read().split()]
+    except (OSError, ValueError):
+        return [default]
 
 
 def tcp_memory_bytes() -> int:

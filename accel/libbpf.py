@@ -110,6 +110,11 @@ class _Lib:
                 "bpf_prog_test_run_opts": ([c_int, vp], c_int),
                 "bpf_map_create": ([c_int, ctypes.c_char_p, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint32, vp], c_int),
                 "bpf_enable_stats": ([c_int], c_int),
+                "btf__load_vmlinux_btf": ([], vp),
+                "btf__free": ([vp], None),
+                "btf__find_by_name_kind": ([vp, ctypes.c_char_p, ctypes.c_uint32], ctypes.c_int32),
+                "btf__type_by_id": ([vp, ctypes.c_uint32], vp),
+                "btf__name_by_offset": ([vp, ctypes.c_uint32], ctypes.c_char_p),
             }
             for fname, (args, res) in sigs.items():
                 fn = getattr(lib, fname)
@@ -236,6 +241,59 @@ def enable_run_stats() -> int:
     returned fd is closed. It costs two clock reads per run: a measurement
     switch, not for production."""
     return _check(_Lib.get().bpf_enable_stats(BPF_STATS_RUN_TIME), "enable BPF run-time statistics")
+
+
+BTF_KIND_STRUCT = 4
+BTF_KIND_UNION = 5
+_BTF_MODIFIERS = (8, 9, 10, 11, 18)  # typedef, volatile, const, restrict, type tag
+
+
+def kernel_struct_offsets(wanted: dict[str, tuple[str, ...]]) -> dict[tuple[str, str], int]:
+    """Byte offsets of struct members in the RUNNING kernel, from its BTF
+    (/sys/kernel/btf/vmlinux), for members named in ``wanted`` ({struct:
+    (member, ...)}); members of anonymous inner structs and unions are found
+    too. What is missing (no BTF, a renamed field, a bitfield) is absent from
+    the result: the caller decides. This, not the headers bcc compiles with,
+    is the layout the programs must read."""
+    lib = _Lib.get()
+    btf = lib.btf__load_vmlinux_btf()
+    if not btf:
+        return {}
+    out: dict[tuple[str, str], int] = {}
+    try:
+        for struct, members in wanted.items():
+            tid = lib.btf__find_by_name_kind(btf, struct.encode(), BTF_KIND_STRUCT)
+            if tid > 0:
+                for name, bits in _members(lib, btf, tid, 0):
+                    if name in members and bits % 8 == 0:
+                        out.setdefault((struct, name), bits // 8)
+    finally:
+        lib.btf__free(btf)
+    return out
+
+
+def _btf_type(lib: ctypes.CDLL, btf: int, tid: int) -> tuple[int, int, int, int]:
+    """(address, kind, vlen, kind_flag) of BTF type ``tid``."""
+    addr = lib.btf__type_by_id(btf, tid)
+    _name, info, _size = (ctypes.c_uint32 * 3).from_address(addr)
+    return addr, (info >> 24) & 0x1F, info & 0xFFFF, info >> 31
+
+
+def _members(lib: ctypes.CDLL, btf: int, tid: int, base: int) -> Iterator[tuple[str, int]]:
+    addr, kind, vlen, kflag = _btf_type(lib, btf, tid)
+    if kind not in (BTF_KIND_STRUCT, BTF_KIND_UNION):
+        return
+    rows = (ctypes.c_uint32 * (3 * vlen)).from_address(addr + 12)  # struct btf_member {name_off, type, offset}
+    for i in range(vlen):
+        name_off, mtype, off = rows[3 * i], rows[3 * i + 1], rows[3 * i + 2]
+        bits = base + ((off & 0xFFFFFF) if kflag else off)
+        if name_off:
+            yield lib.btf__name_by_offset(btf, name_off).decode(), bits
+        else:  # an anonymous struct or union: its members belong to this one
+            inner = mtype
+            while _btf_type(lib, btf, inner)[1] in _BTF_MODIFIERS:
+                inner = ctypes.c_uint32.from_address(_btf_type(lib, btf, inner)[0] + 8).value
+            yield from _members(lib, btf, inner, bits)
 
 
 def prog_map_ids(fd: int) -> list[int]:

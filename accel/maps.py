@@ -14,12 +14,14 @@ from .abi import (
     FALLBACK_MSG_FIELDS,
     MAP_TYPE_ARRAY,
     MAP_TYPE_HASH,
+    MAP_TYPE_LRU_HASH,
     MAP_TYPE_PERCPU_ARRAY,
     MAP_TYPE_SK_STORAGE,
     MAP_TYPE_SOCKHASH,
     STAT_FIELDS,
     EndpointKey,
     EndpointValue,
+    FlowConfig,
     SockEntry,
     SockKey,
     SockState,
@@ -37,8 +39,8 @@ LAYOUTS: dict[str, tuple[int, int, int]] = {
     "sock_states": (MAP_TYPE_SK_STORAGE, 4, ctypes.sizeof(SockState)),
     "endpoints": (MAP_TYPE_HASH, ctypes.sizeof(EndpointKey), ctypes.sizeof(EndpointValue)),
     "stats": (MAP_TYPE_PERCPU_ARRAY, 4, ctypes.sizeof(Stats)),
-    "backlog_guard": (MAP_TYPE_HASH, ctypes.sizeof(SockKey), 4),
-    "guard_active": (MAP_TYPE_ARRAY, 4, 4),
+    "sock_ptrs": (MAP_TYPE_LRU_HASH, ctypes.sizeof(SockKey), 8),
+    "flow": (MAP_TYPE_ARRAY, 4, ctypes.sizeof(FlowConfig)),
 }
 
 
@@ -82,9 +84,8 @@ def layout_mismatches(pin_dir: str) -> list[Mismatch]:
 class PinnedMaps:
     """Open fds on an instance's pinned maps. Use as a context manager."""
 
-    NAMES = ("sock_hash", "endpoints", "stats")
-    GUARD_NAMES = ("backlog_guard", "guard_active")  # newer; opened on demand
-    ALL_NAMES = (*NAMES, "sock_states", *GUARD_NAMES)
+    NAMES = ("sock_hash", "endpoints", "stats")  # opened at once
+    ALL_NAMES = (*NAMES, "sock_states", "sock_ptrs", "flow")
 
     def __init__(self, pin_dir: str) -> None:
         self.pin_dir = pin_dir
@@ -165,28 +166,31 @@ class PinnedMaps:
         self._require("endpoints", "delete endpoints")
         return libbpf.map_delete(self.fds["endpoints"], endpoint_key(addr))
 
-    # backlog guard (pins made by this version; older pin dirs lack them)
-    def _guard_fd(self, name: str) -> int:
+    def _fd(self, name: str, step: str) -> int:
+        """A map of ALL_NAMES opened on first use, after its layout check."""
         if name not in self.fds:
             self.fds[name] = libbpf.obj_get(os.path.join(self.pin_dir, name))
-            self._require(name, "backlog guard")
+        self._require(name, step)
         return self.fds[name]
 
     def socket_keys(self) -> list[SockKey]:
         self._require("sock_hash", "read sockets")
         return list(libbpf.map_keys(self.fds["sock_hash"], SockKey))
 
-    def guarded(self) -> list[SockKey]:
-        return list(libbpf.map_keys(self._guard_fd("backlog_guard"), SockKey))
+    # flow control
+    def flow_config(self) -> FlowConfig:
+        cfg = FlowConfig()
+        libbpf.map_lookup(self._fd("flow", "read flow control"), ctypes.c_uint32(0), cfg)
+        return cfg
 
-    def guard(self, key: SockKey) -> None:
-        libbpf.map_update(self._guard_fd("backlog_guard"), key, ctypes.c_uint32(1))
-
-    def unguard(self, key: SockKey) -> bool:
-        return libbpf.map_delete(self._guard_fd("backlog_guard"), key)
-
-    def set_guard_active(self, count: int) -> None:
-        libbpf.map_update(self._guard_fd("guard_active"), ctypes.c_uint32(0), ctypes.c_uint32(count))
+    def set_flow_config(self, node_over: bool | None = None, max_bound: int | None = None) -> None:
+        """Change what the datapath knows of the node (the rest is kept)."""
+        cfg = self.flow_config()
+        if node_over is not None:
+            cfg.node_over = int(node_over)
+        if max_bound is not None:
+            cfg.max_bound = min(max_bound, 0xFFFFFFFF)
+        libbpf.map_update(self._fd("flow", "write flow control"), ctypes.c_uint32(0), cfg)
 
 
 def pinned_map_count(path: str) -> int:

@@ -41,7 +41,7 @@ class AgentView:
     ready: bool = False
     watch_restarts: Callable[[], int] = lambda: 0
     last_pod_event: Callable[[], float] = lambda: 0.0
-    backlog_guarded: Callable[[], int] = lambda: 0
+    node_over: Callable[[], bool] = lambda: False
     kubernetes: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -84,7 +84,9 @@ class DatapathCollector(Collector):
             eps.add_metric([source, policy], float(n))
         yield eps
         yield GaugeMetricFamily(
-            "accel_backlog_guarded_receivers", "Receivers holding more unread bytes than TCP would (peers moved to TCP)", value=self.view.backlog_guarded()
+            "accel_node_over_budget",
+            "1 while node TCP memory is over its budget (senders to receivers holding data wait on TCP)",
+            value=float(self.view.node_over()),
         )
         yield GaugeMetricFamily("accel_node_tcp_memory_bytes", "TCP memory in use on the node (/proc/net/sockstat)", value=tcp_memory_bytes())
 
@@ -118,6 +120,11 @@ class DatapathCollector(Collector):
         yield counter("accel_redirected_messages", "sendmsg() calls redirected to the peer socket", stats["redirected_msgs"])
         yield counter("accel_redirected_bytes", "Bytes redirected to the peer socket", stats["redirected_bytes"])
         yield by_reason("accel_fallback_messages", "Messages sent through TCP by a fast-path socket, by reason", "fallback_", FALLBACK_REASONS)
+        yield counter("accel_flow_waits", "Moves of a sender to TCP because its receiver held more than TCP would let it", stats["moved_wait"])
+        yield counter("accel_flow_returns", "Moves of a waiting sender back to the fast path (order-safe)", stats["returned"])
+        w = CounterMetricFamily("accel_flow_wait_seconds", "Time senders that returned spent waiting on TCP")
+        w.add_metric([], stats["wait_ns"] / 1e9)
+        yield w
         yield counter("accel_fallback_bytes", "Bytes of fallback messages", stats["fallback_bytes"])
 
 

@@ -1,7 +1,6 @@
 """Network namespaces, in one place: finding them (/run/netns, /proc/*/ns/net),
 entering one from a thread (plain setns(2): no fork, never creates a
-namespace, only the calling thread moves), their cookies, and the sock_diag
-view of their sockets (pyroute2's DiagSocket).
+namespace, only the calling thread moves), and their cookies.
 """
 
 from __future__ import annotations
@@ -10,7 +9,6 @@ import contextlib
 import ipaddress
 import os
 import socket
-import struct
 from collections.abc import Iterator
 
 from . import libc
@@ -97,26 +95,6 @@ def _unmapped(addr: str) -> str:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
         return str(ip.ipv4_mapped)
     return str(ip)
-
-
-def full_receivers(limit: int) -> list[tuple[str, int, str, int, int]]:
-    """(local, lport, remote, rport, queued bytes) of established TCP sockets
-    of the calling thread's namespace whose receive memory exceeds ``limit``
-    (sock_diag; the backlog guard's view of receive queues)."""
-    from pyroute2 import DiagSocket
-
-    out = []
-    with DiagSocket() as ds:
-        ds.bind()
-        for family in (socket.AF_INET, socket.AF_INET6):
-            for msg in ds.get_sock_stats(family=family, states=1 << TCP_ESTABLISHED, extensions=1 << (INET_DIAG_SKMEMINFO - 1)):
-                raw = msg.get_attr("INET_DIAG_SKMEMINFO")
-                if not raw:
-                    continue
-                rmem = struct.unpack_from("<I", bytes.fromhex(raw.replace(":", "")) if isinstance(raw, str) else raw)[0]
-                if rmem > limit:
-                    out.append((_unmapped(msg["idiag_src"]), msg["idiag_sport"], _unmapped(msg["idiag_dst"]), msg["idiag_dport"], rmem))
-    return out
 
 
 def cookie_paths() -> dict[int, str]:

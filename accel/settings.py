@@ -45,12 +45,13 @@ class Settings:
     rescan_interval: float = 1.0
     """Seconds between scans for new or removed network namespaces."""
 
-    backlog_limit: int = 0
-    """Bytes a receiver may hold before its peer moves to TCP; 0: what TCP
-    itself would allow (net.ipv4.tcp_rmem max, at least 4 MiB)."""
+    node_tcp_budget: int = 0
+    """Bytes of node TCP memory past which senders to receivers that hold
+    data wait on TCP (accel/budget.py); 0: the kernel's pressure threshold,
+    net.ipv4.tcp_mem[1]."""
 
-    backlog_interval: float = 0.05
-    """Seconds between backlog checks (one read of /proc/net/sockstat)."""
+    budget_interval: float = 0.05
+    """Seconds between reads of the node's TCP memory (/proc/net/sockstat)."""
 
     small_write_fallback: bool = True
     """Move a socket that streams small writes to TCP, where TCP is faster
@@ -90,10 +91,10 @@ class Settings:
         _check_range("endpoints-size", self.endpoints_size, MIN_ENDPOINTS, MAX_ENDPOINTS)
         if not isinstance(self.rescan_interval, (int, float)) or not (0.05 <= self.rescan_interval <= 3600):
             raise SettingsError(f"rescan-interval must be between 0.05 and 3600 seconds, got {self.rescan_interval!r}")
-        if not isinstance(self.backlog_limit, int) or not (self.backlog_limit == 0 or 64 << 10 <= self.backlog_limit <= 1 << 40):
-            raise SettingsError(f"backlog-limit must be 0 (auto) or between 65536 and 2^40 bytes, got {self.backlog_limit!r}")
-        if not isinstance(self.backlog_interval, (int, float)) or not (0.01 <= self.backlog_interval <= 60):
-            raise SettingsError(f"backlog-interval must be between 0.01 and 60 seconds, got {self.backlog_interval!r}")
+        if not isinstance(self.node_tcp_budget, int) or not (self.node_tcp_budget == 0 or 1 << 20 <= self.node_tcp_budget <= 1 << 44):
+            raise SettingsError(f"node-tcp-budget must be 0 (auto) or between 1 MiB and 16 TiB in bytes, got {self.node_tcp_budget!r}")
+        if not isinstance(self.budget_interval, (int, float)) or not (0.01 <= self.budget_interval <= 60):
+            raise SettingsError(f"budget-interval must be between 0.01 and 60 seconds, got {self.budget_interval!r}")
         if self.metrics_address is not None:
             _host, sep, port = self.metrics_address.rpartition(":")
             if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:

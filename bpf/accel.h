@@ -67,14 +67,17 @@ struct endpoint_value {
 enum accel_sock_mode {
 	ACCEL_MODE_NEW = 0,	 /* nothing sent yet */
 	ACCEL_MODE_REDIRECT = 1, /* every byte so far was redirected */
-	ACCEL_MODE_TCP = 2,	 /* a byte went through TCP: never redirect again */
+	ACCEL_MODE_TCP = 2,	 /* on TCP for good: never redirect again */
+	ACCEL_MODE_WAIT = 3,	 /* on TCP while the receiver holds too much; back once order-safe */
 };
 
 /*
  * Per-socket state in SK_STORAGE. sockops writes it at ESTABLISHED, before
  * the insert, so that the per-message program reads what it needs instead of
- * recomputing it: the peer's key (ours mirrored), and the small-write rule's
- * slot and sender id.
+ * recomputing it: the peer's key (ours mirrored), the small-write rule's slot
+ * and sender id, and this socket's own kernel address (for the flow-control
+ * reads of its write_seq and send buffer). sk_msg adds the peer's address
+ * once it has looked it up (sock_ptrs).
  */
 struct sock_state {
 	struct sock_key peer; /* the key of the other end of this connection */
@@ -84,7 +87,19 @@ struct sock_state {
 	__u32 slot;	      /* small-write slot both ends of the connection share */
 	__u32 sender;	      /* this end's id in that slot */
 	__u32 small_limit;    /* bytes below which a write counts as small */
+	__u32 allowance;      /* flow control: the bound grown while the receiver kept up (0: not grown) */
+	__u64 self;	      /* this socket's struct sock *, as a number: read only through probe reads */
+	__u64 peer_sk;	      /* the peer's, once known (0 before) */
+	__u64 wait_since;     /* when the socket last moved to WAIT (ns) */
+	__u32 q_expect;	      /* the peer's queue after our last redirect, had it read nothing since */
 	__u32 pad;
+	__u64 read_ns; /* when we last saw the peer read (its queue below q_expect) */
+};
+
+/* What the controller tells the per-message program about the whole node. */
+struct flow_config {
+	__u32 node_over; /* node TCP memory above the budget: receivers past the floor wait on TCP */
+	__u32 max_bound; /* tcp_rmem max + tcp_wmem max: the most TCP's autotuning would let a connection queue */
 };
 
 /* Counters, one per reason, per CPU. Every early return counts somewhere. */
@@ -108,7 +123,11 @@ struct stats {
 	__u64 fallback_sticky;	     /* sent by TCP because an earlier byte was */
 	__u64 fallback_no_state;     /* per-socket state could not be allocated */
 	__u64 fallback_bytes;	     /* bytes of all fallback messages */
-	__u64 fallback_backlog;	     /* peer's receive queue past the limit: socket moves to TCP */
+	__u64 fallback_wait;	     /* sent by TCP while the receiver holds more than TCP would let it */
+	__u64 moved_wait;	     /* moves to WAIT: the receiver's queue passed its bound */
+	__u64 returned;		     /* moves back from WAIT to redirect, order-safe */
+	__u64 wait_ns;		     /* total time spent in WAIT by sockets that returned */
+	__u64 fallback_no_peer_info; /* the peer's address was not known: socket moves to TCP */
 	__u64 fallback_small_writes; /* a stream of small writes, where TCP is faster: socket moves to TCP */
 };
 

@@ -17,6 +17,20 @@
 #if !defined(ACCEL_PIN_DIR) || !defined(ACCEL_SOCKHASH_SIZE) || !defined(ACCEL_ENDPOINTS_SIZE)
 #error "build through the controller: it defines ACCEL_PIN_DIR, ACCEL_SOCKHASH_SIZE and ACCEL_ENDPOINTS_SIZE"
 #endif
+/* Twice the sockets the sockhash holds: room for entries of sockets that
+ * closed while no controller ran, before LRU eviction reaches a live one. */
+#define ACCEL_SOCK_PTRS_SIZE (2 * ACCEL_SOCKHASH_SIZE)
+
+/*
+ * Offsets of the kernel's own struct fields that flow control reads, taken
+ * by the controller from the running kernel's BTF (/sys/kernel/btf/vmlinux),
+ * not from the headers bcc compiles with (they may be another kernel's).
+ */
+#if !defined(ACCEL_OFF_SOCK_SK_USER_DATA) || !defined(ACCEL_OFF_SOCK_SK_RCVBUF) ||   \
+    !defined(ACCEL_OFF_SOCK_SK_SNDBUF) || !defined(ACCEL_OFF_TCP_SOCK_COPIED_SEQ) || \
+    !defined(ACCEL_OFF_TCP_SOCK_WRITE_SEQ) || !defined(ACCEL_OFF_SK_PSOCK_MSG_TOT_LEN)
+#error "build through the controller: it defines the ACCEL_OFF_* field offsets from the kernel's BTF"
+#endif
 
 /* bcc's BPF_SOCKHASH cannot be pinned and BPF_TABLE_PINNED("sockhash") lacks
  * the sockhash helpers, so declare the table struct as BPF_SOCKHASH does, in a
@@ -55,16 +69,17 @@ BPF_TABLE_PINNED("hash", struct endpoint_key, struct endpoint_value, endpoints, 
 
 BPF_TABLE_PINNED("percpu_array", u32, struct stats, stats, 1, ACCEL_PIN_DIR "/stats");
 
-/* Backlog guard (see accel/backlog.py). Redirected bytes wait on the
- * receiver's queue without the receive-buffer limit TCP would apply, so a
- * receiver that reads slower than its peer writes would grow without bound.
- * The controller watches receive queues and lists here, by their sockhash
- * key, receivers holding more than TCP would; a sender whose peer is listed
- * goes to TCP (sticky, which is order-safe in that direction), where flow
- * control applies again. guard_active[0] is the number of listed keys, so
- * the per-message cost is one array read while the list is empty. */
-BPF_TABLE_PINNED("hash", struct sock_key, u32, backlog_guard, ACCEL_GUARD_SIZE, ACCEL_PIN_DIR "/backlog_guard");
-BPF_TABLE_PINNED("array", u32, u32, guard_active, 1, ACCEL_PIN_DIR "/guard_active");
+/* Each accelerated socket's kernel address, by its key, written by its own
+ * sockops at ESTABLISHED (before its insert) and removed when it reaches
+ * TCP_CLOSE: how a sender finds the receiver's queue and sequence numbers.
+ * LRU: an entry left behind while no controller ran (its sockops detached,
+ * so no close callback) is evicted before any live one, which every message
+ * of its peer touches. An address is only ever read through probe reads,
+ * and a stale one can only lead to the safe direction (see redir.c). */
+BPF_TABLE_PINNED("lru_hash", struct sock_key, __u64, sock_ptrs, ACCEL_SOCK_PTRS_SIZE, ACCEL_PIN_DIR "/sock_ptrs");
+
+/* flow_config[0]: what the controller says about the node (struct flow_config). */
+BPF_TABLE_PINNED("array", u32, struct flow_config, flow, 1, ACCEL_PIN_DIR "/flow");
 
 /*
  * Counting, the one idiom: a program looks its per-CPU counters up once, at

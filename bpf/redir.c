@@ -4,9 +4,17 @@
  * queue when that cannot reorder bytes, else let it go through TCP.
  *
  * Ordering (invariant 4): the receiver reads redirected bytes before its TCP
- * queue, so once any byte of a socket has gone through TCP, no later byte may
- * be redirected. The first message decides; a later miss (peer gone) moves the
- * socket to TCP for good, which is order-safe in that direction.
+ * queue, so a byte may be redirected only when no byte this socket sent
+ * through TCP is still unread at the receiver. A first send that finds no
+ * peer, a peer that left, or a stream of small writes moves the socket to TCP
+ * for good (order-safe in that direction).
+ *
+ * Flow control (docs/DESIGN.md): a receiver may hold about what TCP would let
+ * the connection queue. Past that, the sender's messages go through TCP
+ * (WAIT), whose own flow control then blocks it or gives it EAGAIN; the
+ * sender comes back to the fast path once the receiver has read every byte
+ * that went through TCP, which its own send path checks with its socket
+ * locked (no other send can slip a TCP byte in between).
  *
  * Fail open (invariant 5): every path returns SK_PASS. A miss of
  * bpf_msg_redirect_hash() returns SK_DROP, which would fail sendmsg() with
@@ -61,12 +69,106 @@ static __always_inline int small_write_stream(struct sock_state *st, __u32 size)
 }
 #endif
 
+/*
+ * Reads of kernel memory through addresses recorded by sockops (ours, our
+ * peer's). A peer's address may be stale (it closed; a new socket may live
+ * there now): every decision made from such a read is either towards TCP,
+ * or a redirect, which the sockhash itself refuses unless the peer under our
+ * exact key (its sequence numbers included) is there, alive, at that address.
+ */
+static __always_inline __u32 read_u32(__u64 base, __u32 off)
+{
+	__u32 v = 0;
+
+	bpf_probe_read_kernel(&v, sizeof(v), (void *)(base + off));
+	return v;
+}
+
+static __always_inline __u64 read_u64(__u64 base, __u32 off)
+{
+	__u64 v = 0;
+
+	bpf_probe_read_kernel(&v, sizeof(v), (void *)(base + off));
+	return v;
+}
+
+/* Redirected bytes queued on the peer, not read yet: its psock's
+ * msg_tot_len (sk_user_data holds the psock, flags in its low 3 bits). */
+static __always_inline __u32 peer_queued(__u64 peer_sk)
+{
+	__u64 psock = read_u64(peer_sk, ACCEL_OFF_SOCK_SK_USER_DATA) & ~7ULL;
+
+	return psock ? read_u32(psock, ACCEL_OFF_SK_PSOCK_MSG_TOT_LEN) : 0;
+}
+
+/* What TCP would let this connection queue: the receiver's receive buffer
+ * plus our send buffer, both as the kernel has sized them now (an
+ * application's SO_RCVBUF/SO_SNDBUF included), or more once the allowance
+ * grew (below). */
+static __always_inline __u64 flow_bound(const struct sock_state *st)
+{
+	__u64 base = (__u64)(__s32)read_u32(st->peer_sk, ACCEL_OFF_SOCK_SK_RCVBUF) +
+		     (__u64)(__s32)read_u32(st->self, ACCEL_OFF_SOCK_SK_SNDBUF);
+	__u64 allowance = st->allowance ? st->allowance : ACCEL_FLOW_START;
+
+	return allowance > base ? allowance : base;
+}
+
+/*
+ * Whether the receiver holds its bound, so that this message must wait on
+ * TCP. The bound is checked before a message, not after it, as TCP accepts a
+ * write into whatever room is left: one message may take a receiver past it.
+ *
+ * TCP grows a connection's buffers while its reader keeps up (autotuning);
+ * redirected bytes never pass through it, so the sockets keep their first
+ * sizes. The datapath grows an allowance of its own instead: at the bound, a
+ * receiver seen reading within the last ACCEL_READER_ACTIVE_NS is keeping up
+ * as autotuning would see it, and the allowance doubles, up to what TCP's
+ * autotuning could reach; a receiver that has not read makes the sender
+ * wait. So a paused reader holds about what TCP would first give it, a busy
+ * one what TCP would grow to.
+ */
+static __always_inline int receiver_over(struct sock_state *st, const struct flow_config *cfg, __u64 queued, __u64 now)
+{
+	__u64 bound;
+
+	if (queued <= ACCEL_FLOW_FLOOR)
+		return 0;
+	if (cfg && cfg->node_over)
+		return 1;
+	bound = flow_bound(st);
+	if (queued < bound)
+		return 0;
+	if (now - st->read_ns < ACCEL_READER_ACTIVE_NS && cfg && bound < cfg->max_bound) {
+		bound <<= 1;
+		st->allowance = bound < cfg->max_bound ? bound : cfg->max_bound;
+		return 0;
+	}
+	return 1;
+}
+
+/* A waiting socket may redirect again only when the receiver has read every
+ * byte we sent through TCP: our write_seq (stable: we hold our socket lock)
+ * equals its copied_seq (only grows), so nothing of ours is unread or in
+ * flight; and the receiver's queue is back under half its bound. */
+static __always_inline int may_return(const struct sock_state *st, const struct flow_config *cfg, __u64 queued)
+{
+	if (read_u32(st->peer_sk, ACCEL_OFF_TCP_SOCK_COPIED_SEQ) != read_u32(st->self, ACCEL_OFF_TCP_SOCK_WRITE_SEQ))
+		return 0;
+	if (queued <= ACCEL_FLOW_FLOOR)
+		return 1;
+	if (cfg && cfg->node_over)
+		return 0;
+	return queued <= (flow_bound(st) >> ACCEL_RETURN_SHIFT);
+}
+
 int accel_redir(struct sk_msg_md *msg)
 {
 	struct stats *s = stats_get(); /* one lookup per message, not one per counter */
 	struct bpf_sock *sk = msg->sk;
 	struct sock_state *st;
 	__u32 size = msg->size;
+	__u64 *ptr;
 	long verdict;
 
 	/* sockops wrote the state before inserting the socket; a socket without
@@ -84,15 +186,45 @@ int accel_redir(struct sk_msg_md *msg)
 		return SK_PASS;
 	}
 
-	/* The controller saw the peer's queue hold more than TCP would allow. */
-	u32 zero = 0;
-	u32 *guarded = guard_active.lookup(&zero);
-	if (guarded && *guarded && backlog_guard.lookup(&st->peer)) {
-		st->mode = ACCEL_MODE_TCP;
-		STATS_ADD(s, fallback_backlog, 1);
+	/* The peer's address, once: its sockops recorded it before inserting it,
+	 * so a peer that is in the sockhash has one (LRU eviction aside). */
+	if (!st->peer_sk) {
+		ptr = sock_ptrs.lookup(&st->peer);
+		if (!ptr) {
+			if (st->mode == ACCEL_MODE_NEW)
+				STATS_ADD(s, fallback_peer_missing, 1);
+			else
+				STATS_ADD(s, fallback_no_peer_info, 1);
+			STATS_ADD(s, fallback_bytes, size);
+			st->mode = ACCEL_MODE_TCP;
+			return SK_PASS;
+		}
+		st->peer_sk = *ptr;
+	}
+
+#ifndef ACCEL_NO_FLOW_CONTROL /* only to measure what flow control costs */
+	__u32 zero = 0;
+	struct flow_config *cfg = flow.lookup(&zero);
+	__u64 queued = peer_queued(st->peer_sk);
+	__u64 now = bpf_ktime_get_ns();
+
+	if (queued < st->q_expect) /* the peer read since our last redirect */
+		st->read_ns = now;
+	if (st->mode == ACCEL_MODE_WAIT) {
+		if (!may_return(st, cfg, queued)) {
+			STATS_ADD(s, fallback_wait, 1);
+			STATS_ADD(s, fallback_bytes, size);
+			return SK_PASS;
+		}
+	} else if (receiver_over(st, cfg, queued, now)) {
+		st->mode = ACCEL_MODE_WAIT;
+		st->wait_since = now;
+		STATS_ADD(s, moved_wait, 1);
+		STATS_ADD(s, fallback_wait, 1);
 		STATS_ADD(s, fallback_bytes, size);
 		return SK_PASS;
 	}
+#endif
 
 #ifndef ACCEL_NO_SMALL_WRITES
 	if (small_write_stream(st, size)) {
@@ -115,7 +247,14 @@ int accel_redir(struct sk_msg_md *msg)
 		st->mode = ACCEL_MODE_TCP;
 		return SK_PASS;
 	}
-	if (st->mode == ACCEL_MODE_NEW) /* store once, not on every send */
+	if (st->mode == ACCEL_MODE_WAIT) {
+		STATS_ADD(s, returned, 1);
+		STATS_ADD(s, wait_ns, bpf_ktime_get_ns() - st->wait_since);
+	}
+#ifndef ACCEL_NO_FLOW_CONTROL
+	st->q_expect = queued + size;
+#endif
+	if (st->mode != ACCEL_MODE_REDIRECT) /* store on a change, not on every send */
 		st->mode = ACCEL_MODE_REDIRECT;
 	STATS_ADD(s, redirected_msgs, 1);
 	STATS_ADD(s, redirected_bytes, size);

@@ -64,6 +64,11 @@ static __always_inline void fill_state(struct sock_state *st, const struct sock_
 	st->mode = ACCEL_MODE_NEW;
 	st->burst = 0;
 	st->last_ns = 0;
+	st->allowance = 0;
+	st->q_expect = 0;
+	st->read_ns = 0;
+	st->peer_sk = 0;
+	st->wait_since = 0;
 	st->slot = (key->local_port ^ key->remote_port ^ key->local_ip[3] ^ key->remote_ip[3] ^ key->local_seq ^
 		    key->remote_seq) &
 		   (ACCEL_CONN_SLOTS - 1);
@@ -118,8 +123,16 @@ static __always_inline void on_established(struct bpf_sock_ops *skops)
 	}
 	fill_state(st, &key, ns_local);
 
+	/* Our address, for the peer's flow-control reads (maps.h, sock_ptrs)
+	 * and our own (write_seq, send buffer): only ever read through probe
+	 * reads, as a number. */
+	st->self = (__u64)sk;
+	sock_ptrs.update(&key, &st->self);
+
 	err = sock_hash.sock_hash_update(skops, &key, BPF_NOEXIST);
 	if (err == 0) {
+		/* Be told when the connection reaches CLOSE, to drop our address. */
+		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
 		STATS_ADD(s, inserted, 1);
 		return;
 	}
@@ -135,7 +148,31 @@ static __always_inline void on_established(struct bpf_sock_ops *skops)
 		STATS_ADD(s, insert_failed, 1);
 	else
 		STATS_ADD(s, insert_error, 1);
+	sock_ptrs.delete(&key);
 	sock_states.sk_storage_delete(sk);
+}
+
+/* The connection reached CLOSE: no sender may use this socket's address any
+ * more (it will be freed). Its own key is its peer's mirrored. */
+static __always_inline void on_close(struct bpf_sock_ops *skops)
+{
+	struct bpf_sock *sk = skops->sk;
+	struct sock_state *st;
+	struct sock_key self;
+
+	if (!sk)
+		return;
+	st = sock_states.sk_storage_get(sk, 0, 0);
+	if (!st)
+		return;
+	self.netns = st->peer.netns;
+	__builtin_memcpy(self.local_ip, st->peer.remote_ip, sizeof(self.local_ip));
+	__builtin_memcpy(self.remote_ip, st->peer.local_ip, sizeof(self.remote_ip));
+	self.local_port = st->peer.remote_port;
+	self.remote_port = st->peer.local_port;
+	self.local_seq = st->peer.remote_seq;
+	self.remote_seq = st->peer.local_seq;
+	sock_ptrs.delete(&self);
 }
 
 int accel_sockops(struct bpf_sock_ops *skops)
@@ -150,6 +187,10 @@ int accel_sockops(struct bpf_sock_ops *skops)
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
 	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
 		on_established(skops);
+		break;
+	case BPF_SOCK_OPS_STATE_CB:
+		if (skops->args[1] == BPF_TCP_CLOSE)
+			on_close(skops);
 		break;
 	default:
 		break;

@@ -48,11 +48,44 @@
 #define ACCEL_CONN_SLOTS 65536
 #endif
 
-/* Receivers the backlog guard can list at once (accel/backlog.py): each one
- * holds more unread bytes than TCP would let it, so a few are expected, not
- * thousands; a full list only means further receivers wait for a slot. */
-#ifndef ACCEL_GUARD_SIZE
-#define ACCEL_GUARD_SIZE 4096
+/*
+ * Flow control (redir.c, receiver_over): a receiver may hold about what TCP
+ * would let the connection queue, its receive buffer plus the sender's send
+ * buffer. Measured: a paused receiver then holds about what plain TCP lets
+ * a sender queue, and a bulk stream between pods loses 3-4% against no bound
+ * at all (docs/DESIGN.md).
+ */
+
+/* Queued bytes below which the bound is not even looked up: two probe
+ * reads per message saved on every connection that keeps up. It must be
+ * below any receive buffer an application may set (SO_RCVBUF doubles the
+ * value asked for; the kernel's minimum is 2304). */
+#ifndef ACCEL_FLOW_FLOOR
+#define ACCEL_FLOW_FLOOR 4096
+#endif
+
+/* The allowance a connection starts with (it grows while the receiver
+ * reads): room for a receiver to wake up and start reading before the
+ * sender must wait, as TCP's first windows give it. A receiver that never
+ * reads then lets the sender queue this plus what TCP itself queues after
+ * the switch: about 1.6x what plain TCP lets it (measured). */
+#ifndef ACCEL_FLOW_START
+#define ACCEL_FLOW_START (512 << 10)
+#endif
+
+/* A receiver seen reading within this long (ns) counts as keeping up: at
+ * its bound, its allowance grows instead of its sender waiting. A reader
+ * that takes bursts (a thread sharing a lock, a loaded CPU) still counts;
+ * a paused one does not. */
+#ifndef ACCEL_READER_ACTIVE_NS
+#define ACCEL_READER_ACTIVE_NS 10000000ULL
+#endif
+
+/* A waiting socket returns once the receiver's queue fell to this share of
+ * the bound (1/2): a little hysteresis, so that a reader hovering at the
+ * bound does not make the sender switch on every message. */
+#ifndef ACCEL_RETURN_SHIFT
+#define ACCEL_RETURN_SHIFT 1
 #endif
 
 #endif /* ACCEL_TUNABLES_H */

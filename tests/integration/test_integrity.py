@@ -38,9 +38,18 @@ def test_bytes_arrive_exact_both_directions(accel_env, write_size, total, max_re
     d = {k: after[k] - before[k] for k in after}
     # Every byte went through the fast path (the pair was set up before data),
     # except where a side streamed small writes and moved to TCP mid-stream
-    # (bpf/redir.c, small_write_stream): the switch must be exact too.
-    assert d["redirected_bytes"] + d["fallback_bytes"] == len(ab) + len(ba)
-    assert d["fallback_msgs"] == d["fallback_small_writes"] + d["fallback_sticky"]
+    # (bpf/redir.c, small_write_stream), or waited on TCP while its reader
+    # held as much as TCP would let it (flow control): every switch exact.
+    # The program sees every redirected byte; of the bytes sent through TCP
+    # it may miss some: after a non-blocking send to TCP hit a full buffer
+    # (EAGAIN), the kernel reuses that verdict for the next send without
+    # running the program (docs/DESIGN.md, flow control).
+    total = len(ab) + len(ba)
+    assert d["redirected_bytes"] + d["fallback_bytes"] <= total
+    if d["fallback_wait"] == 0:
+        assert d["redirected_bytes"] + d["fallback_bytes"] == total
+    assert d["fallback_msgs"] == d["fallback_small_writes"] + d["fallback_sticky"] + d["fallback_wait"]
     assert d["fallback_small_writes"] <= 2
+    assert d["moved_wait"] - d["returned"] <= 2, "a waiting sender comes back once its reader has caught up"
     if write_size >= 16384:
-        assert d["fallback_msgs"] == 0
+        assert d["fallback_small_writes"] == d["fallback_sticky"] == 0

@@ -39,10 +39,10 @@ def test_maps_of_an_older_layout_are_replaced_under_live_connections(fresh_env):
     seen = wait_redirected_more(ctl, 0)
     assert ctl.stop() == 0  # a rollout: the old agent stops, its connection lives on
 
-    # What the previous release pinned: one counter fewer, a wider guard value.
-    for name, layout in (("stats", older("stats", value_delta=-8)), ("backlog_guard", older("backlog_guard", value_delta=4))):
-        os.close(pin_map(ctl.pin_dir, name, layout, 1 if name == "stats" else 4096))
-    assert {m.name for m in layout_mismatches(ctl.pin_dir)} == {"stats", "backlog_guard"}
+    # What the previous release pinned: one counter fewer, a wider flow config.
+    for name, layout in (("stats", older("stats", value_delta=-8)), ("flow", older("flow", value_delta=8))):
+        os.close(pin_map(ctl.pin_dir, name, layout, 1))
+    assert {m.name for m in layout_mismatches(ctl.pin_dir)} == {"stats", "flow"}
     res = ctl.cli("status", "--json", check=False)
     assert res.returncode == 69 and "pinned by another accel version" in res.stderr, res.stderr
     assert "Traceback" not in res.stderr
