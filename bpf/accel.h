@@ -199,13 +199,4 @@ static __always_inline int accel_namespace_local(const struct sock_key *key)
 	return accel_is_loopback(key->remote_ip) || accel_same_ip(key->local_ip, key->remote_ip);
 }
 
-/* Debug prints compile away unless the controller passes -DACCEL_DEBUG. */
-#ifdef ACCEL_DEBUG
-#define accel_dbg(fmt, ...) bpf_trace_printk(fmt, ##__VA_ARGS__)
-#else
-#define accel_dbg(fmt, ...) \
-	do {                \
-	} while (0)
-#endif
-
 #endif /* ACCEL_H */

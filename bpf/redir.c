@@ -153,6 +153,11 @@ static __always_inline int receiver_over(struct sock_state *st, const struct flo
  * flight; and the receiver's queue is back under half its bound. */
 static __always_inline int may_return(const struct sock_state *st, const struct flow_config *cfg, __u64 queued)
 {
+#ifdef ACCEL_DEBUG
+	bpf_trace_printk("accel: wait copied %u write %u queued %llu\n",
+			 read_u32(st->peer_sk, ACCEL_OFF_TCP_SOCK_COPIED_SEQ),
+			 read_u32(st->self, ACCEL_OFF_TCP_SOCK_WRITE_SEQ), queued);
+#endif
 	if (read_u32(st->peer_sk, ACCEL_OFF_TCP_SOCK_COPIED_SEQ) != read_u32(st->self, ACCEL_OFF_TCP_SOCK_WRITE_SEQ))
 		return 0;
 	if (queued <= ACCEL_FLOW_FLOOR)

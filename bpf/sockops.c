@@ -11,6 +11,7 @@
  * instance's sockops on the same maps.
  */
 #include <uapi/linux/errno.h>
+#include <uapi/linux/tcp.h>
 
 #include "maps.h"
 
@@ -78,6 +79,25 @@ static __always_inline void fill_state(struct sock_state *st, const struct sock_
 	st->small_limit = ns_local ? ACCEL_SMALL_LOCAL : ACCEL_SMALL_REMOTE;
 }
 
+/*
+ * While a socket waits on TCP (flow control), it may come back only once the
+ * receiver has read every byte it sent through TCP; a TCP send buffer that
+ * has grown to megabytes takes the receiver long to drain. So, unless the
+ * application chose its own, an accelerated socket keeps at most
+ * ACCEL_WAIT_NOTSENT_LOWAT bytes unsent in its TCP write queue: a redirecting
+ * socket has none, so it only ever matters on TCP, where it is TCP's own
+ * option (an application could have set it) and the sender blocks sooner.
+ */
+static __always_inline void limit_unsent(struct bpf_sock_ops *skops)
+{
+	int lowat = 0;
+
+	if (bpf_getsockopt(skops, SOL_TCP, TCP_NOTSENT_LOWAT, &lowat, sizeof(lowat)) == 0 && lowat == 0) {
+		lowat = ACCEL_WAIT_NOTSENT_LOWAT;
+		bpf_setsockopt(skops, SOL_TCP, TCP_NOTSENT_LOWAT, &lowat, sizeof(lowat));
+	}
+}
+
 static __always_inline void on_established(struct bpf_sock_ops *skops)
 {
 	struct stats *s = stats_get(); /* one lookup per program run */
@@ -131,12 +151,12 @@ static __always_inline void on_established(struct bpf_sock_ops *skops)
 
 	err = sock_hash.sock_hash_update(skops, &key, BPF_NOEXIST);
 	if (err == 0) {
+		limit_unsent(skops);
 		/* Be told when the connection reaches CLOSE, to drop our address. */
 		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
 		STATS_ADD(s, inserted, 1);
 		return;
 	}
-	accel_dbg("accel: insert failed %ld port %d\n", err, key.local_port);
 	if (err == -EEXIST) {
 		/* With the sequence numbers in the key, only this very socket can
 		 * hold it: another instance's sockops inserted it first. Its state

@@ -40,10 +40,12 @@ class Profile:
     iso_namespaces: int
     restart_rounds: int
     reuse_conns: int
+    flow_conns: int
+    flow_bytes: int
 
 
-QUICK = Profile("quick", 1500, 300, 256 << 10, 600, 4 << 20, 3, 8, 2, 600)
-SOAK = Profile("soak", 20000, 1000, 1 << 20, 5000, 32 << 20, 10, 32, 10, 6000)
+QUICK = Profile("quick", 1500, 300, 256 << 10, 600, 4 << 20, 3, 8, 2, 600, 8, 8 << 20)
+SOAK = Profile("soak", 20000, 1000, 1 << 20, 5000, 32 << 20, 10, 32, 10, 6000, 32, 24 << 20)
 
 
 @dataclass
@@ -617,6 +619,106 @@ def tuple_reuse(ctx: Ctx) -> Outcome:
     return Outcome(res, {"reused_while_held": loop.reused_while_held, "counters": d})
 
 
+# --- 13. flow control: receivers that pause and resume, senders that wait and return ---------------
+def _paused_reader(s: socket.socket, checker: Checker, rng: random.Random, res: Result, lock: threading.Lock) -> None:
+    """Reads in random sizes and pauses now and then (up to 150 ms, about one
+    read in sixteen), long enough for the sender to reach its bound."""
+    try:
+        while data := s.recv(io_size(rng, 17)):
+            checker.feed(data)
+            if rng.random() < 1 / 16:
+                time.sleep(rng.uniform(0, 0.15))
+    except OSError as exc:
+        with lock:
+            res.errors.append(f"flow reader: {exc!r}")
+
+
+def _flow_connection(c: socket.socket, s: socket.socket, conn_id: int, nbytes: int, writers: int, res: Result, lock: threading.Lock) -> None:
+    """One direction, ``writers`` threads taking turns on the sending socket
+    (each record is taken and sent under one lock, so that the stream stays
+    one stream); the receiver pauses at random. Every byte is checked."""
+    stream, checker = Stream(conn_id, nbytes, seed=conn_id), Checker(conn_id)
+    send_lock = threading.Lock()
+    reader = threading.Thread(target=_paused_reader, args=(s, checker, random.Random(conn_id + 1), res, lock))
+    reader.start()
+
+    def write(wrng: random.Random) -> None:
+        # Bursts of 1-2 MiB (past the 512 KiB a connection starts with, so a
+        # paused reader makes its sender wait) in random write sizes, then a
+        # pause in which the receiver (a Python thread, sharing the CPUs and
+        # the GIL with the others) can catch up: the next burst may return.
+        try:
+            burst = wrng.randint(1 << 20, 2 << 20)
+            while True:
+                with send_lock:
+                    if stream.done:
+                        return
+                    chunk = stream.take(min(burst, io_size(wrng, 20)))
+                    c.sendall(chunk)
+                burst -= len(chunk)
+                if burst <= 0:
+                    time.sleep(wrng.uniform(0.3, 0.6))
+                    burst = wrng.randint(1 << 20, 2 << 20)
+        except OSError as exc:
+            with lock:
+                res.errors.append(f"flow writer {conn_id}: {exc!r}")
+
+    threads = [threading.Thread(target=write, args=(random.Random(conn_id * 10 + w),)) for w in range(writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    with contextlib.suppress(OSError):
+        c.shutdown(socket.SHUT_WR)
+    reader.join(60)
+    c.close()
+    s.close()
+    with lock:
+        res.connections += 1
+        res.bytes_sent += stream.produced
+        res.stalled += reader.is_alive()
+        res.completed += not reader.is_alive()
+        res.add_checked(checker, stream.produced, aborted=False, who="flow receiver")
+
+
+def flow_control(ctx: Ctx) -> Outcome:
+    """Receivers that pause and resume many times while senders write in
+    bursts, records of 1 B to 1 MiB written in random sizes: senders
+    move to TCP at the bound and come back once every TCP byte was read,
+    many times per connection, in pods and on loopback; a quarter of the
+    connections have two threads taking turns on the sending socket. A
+    return taken while a TCP byte was still unread would reorder the stream;
+    the checker catches any."""
+    p, rng = ctx.profile, ctx.rng
+    res, lock = Result(), threading.Lock()
+    before = _counters(ctx)
+    threads = []
+    for i in range(p.flow_conns):
+        if i % 2:
+            c, srv = _pair(ctx, accelerated=True)
+        else:
+            with entered(ctx.a.ns):
+                lst = socket.socket()
+                lst.bind(("127.0.0.1", 0))
+                lst.listen(1)
+                c = socket.create_connection(lst.getsockname(), timeout=60)
+                srv, _ = lst.accept()
+                lst.close()
+        c.settimeout(60)
+        srv.settimeout(60)
+        writers = 2 if i % 4 == 3 else 1
+        threads.append(threading.Thread(target=_flow_connection, args=(c, srv, rng.getrandbits(30), p.flow_bytes, writers, res, lock)))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(ctx.deadline_s * 2)
+    d = _delta(before, _counters(ctx))
+    facts = {k: d.get(k, 0) for k in ("moved_wait", "returned", "fallback_wait", "redirected_bytes", "fallback_bytes", "wait_ns")}
+    if facts["moved_wait"] < 2 or facts["returned"] < max(1, p.flow_conns // 8):
+        res.errors.append(f"{facts['moved_wait']} moves to WAIT and {facts['returned']} returns: the flow-control paths were hardly exercised")
+    return Outcome(res, facts)
+
+
 SCENARIOS: dict[str, Callable[[Ctx], Outcome]] = {
     "churn": churn,
     "early_writes": early_writes,
@@ -630,6 +732,7 @@ SCENARIOS: dict[str, Callable[[Ctx], Outcome]] = {
     "dual_stack": dual_stack,
     "small_writes": small_writes,
     "tuple_reuse": tuple_reuse,
+    "flow_control": flow_control,
 }
 
 __all__ = ["QUICK", "SCENARIOS", "SOAK", "Ctx", "Outcome", "Profile"]
