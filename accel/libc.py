@@ -7,6 +7,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import struct
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWNET = 0x40000000
@@ -47,3 +48,40 @@ def unshare(flags: int) -> None:
 
 def prctl(option: int, arg2: int, what: str, arg3: object = 0) -> None:
     _check(_libc.prctl(option, arg2, arg3, 0, 0), what)
+
+
+# inotify(7)
+IN_CREATE = 0x100
+IN_DELETE = 0x200
+IN_MOVED_FROM = 0x40
+IN_MOVED_TO = 0x80
+IN_ONLYDIR = 0x1000000
+IN_NONBLOCK = 0o4000
+IN_CLOEXEC = 0o2000000
+
+
+def inotify_init() -> int:
+    fd = int(_libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC))
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"inotify_init1: {os.strerror(err)}")
+    return fd
+
+
+def inotify_watch(fd: int, path: str, mask: int) -> int:
+    wd = int(_libc.inotify_add_watch(fd, path.encode(), mask))
+    if wd < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"inotify_add_watch {path}: {os.strerror(err)}")
+    return wd
+
+
+def inotify_events(data: bytes) -> list[tuple[int, int, str]]:
+    """(watch descriptor, mask, name) of each event in what read() returned."""
+    out, off = [], 0
+    while off + 16 <= len(data):
+        wd, mask, _cookie, length = struct.unpack_from("iIII", data, off)
+        name = data[off + 16 : off + 16 + length].split(b"\0", 1)[0].decode(errors="replace")
+        out.append((wd, mask, name))
+        off += 16 + length
+    return out

@@ -14,6 +14,7 @@ import os
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from pyroute2 import IPRoute, netns
 
@@ -123,3 +124,66 @@ def plug_hidden(topo: Topology, path: str, ipv4: str, index: int = 9) -> None:
         eth = ipr.link_lookup(ifname="eth0")[0]
         ipr.addr("add", index=eth, address=ipv4, prefixlen=24)
         ipr.link("set", index=eth, state="up")
+
+
+class FleetTopology:
+    """Many "pods" for scale measurements: ``count`` namespaces, each with a
+    veth to one bridge (in a node namespace of its own) and an address in
+    10.<subnet>.0.0/16. Pods can be added and removed while it stands; all
+    of it goes on exit."""
+
+    def __init__(self, count: int, subnet: int = 200, progress: Any = None) -> None:
+        self.count, self.subnet = count, subnet
+        self.prefix = scratch("fleet", netns=True)
+        self.node = f"{self.prefix}-node"
+        self.names: dict[str, str] = {}  # address -> namespace
+        self._next = 0
+        self._progress = progress or (lambda _msg: None)
+
+    @property
+    def addresses(self) -> list[str]:
+        return list(self.names)
+
+    def __enter__(self) -> FleetTopology:
+        try:
+            create_netns(self.node)
+            with _ipr(self.node) as ipr:
+                ipr.link("add", ifname="br0", kind="bridge")
+                ipr.link("set", index=ipr.link_lookup(ifname="br0")[0], state="up")
+            for i in range(self.count):
+                if i % 100 == 0:
+                    self._progress(f"building namespaces: {i}/{self.count}")
+                self.add_pod()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def add_pod(self) -> str:
+        """One more pod; returns its address."""
+        i = self._next
+        self._next += 1
+        ns = f"{self.prefix}-{i}"
+        addr = f"10.{self.subnet}.{i // 250}.{i % 250 + 1}"
+        create_netns(ns)
+        self.names[addr] = ns
+        with _ipr(self.node) as ipr:
+            host_end = f"v{i}"
+            ipr.link("add", ifname=host_end, kind="veth", peer={"ifname": "eth0", "net_ns_fd": ns})
+            ipr.link("set", index=ipr.link_lookup(ifname=host_end)[0], master=ipr.link_lookup(ifname="br0")[0], state="up")
+        with _ipr(ns) as pipr:
+            eth = pipr.link_lookup(ifname="eth0")[0]
+            pipr.addr("add", index=eth, address=addr, prefixlen=16)
+            pipr.link("set", index=eth, state="up")
+        return addr
+
+    def remove_pod(self, addr: str) -> None:
+        remove_netns(self.names.pop(addr))
+
+    def close(self) -> None:
+        for addr in list(self.names):
+            self.remove_pod(addr)
+        remove_netns(self.node)
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
