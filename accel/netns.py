@@ -18,6 +18,15 @@ NamespaceId = tuple[int, int]  # (st_dev, st_ino) of the netns file
 HOST_PATHS = ("/proc/self/ns/net", "/proc/1/ns/net")
 
 
+def run_dirs() -> list[str]:
+    """The ip-netns directories, each once (/var/run is a link to /run on
+    most systems: listing both would stat every namespace twice)."""
+    seen: dict[str, str] = {}
+    for d in NETNS_RUN_DIRS:
+        seen.setdefault(os.path.realpath(d), d)
+    return list(seen.values())
+
+
 def namespace_paths(all_namespaces: bool = True) -> dict[NamespaceId, str]:
     """Every distinct network namespace we can open, by (dev, inode); only
     the host's when ``all_namespaces`` is False (Kubernetes mode, where pod
@@ -35,7 +44,7 @@ def namespace_paths(all_namespaces: bool = True) -> dict[NamespaceId, str]:
     add("/proc/self/ns/net")
     if not all_namespaces:
         return found
-    for run_dir in NETNS_RUN_DIRS:
+    for run_dir in run_dirs():
         with contextlib.suppress(OSError):
             for name in sorted(os.listdir(run_dir)):
                 add(os.path.join(run_dir, name))
