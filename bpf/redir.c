@@ -167,6 +167,25 @@ static __always_inline int may_return(const struct sock_state *st, const struct 
 	return queued <= (flow_bound(st) >> ACCEL_RETURN_SHIFT);
 }
 
+/* The socket leaves the fast path for good (order-safe), and the controller
+ * hears of it at once: its connection can then leave the sockhash. */
+static __always_inline void tcp_for_good(struct sock_state *st, __u32 reason)
+{
+	struct accel_event ev = {};
+
+	st->mode = ACCEL_MODE_TCP;
+	ev.key.netns = st->peer.netns;
+	__builtin_memcpy(ev.key.local_ip, st->peer.remote_ip, sizeof(ev.key.local_ip));
+	__builtin_memcpy(ev.key.remote_ip, st->peer.local_ip, sizeof(ev.key.remote_ip));
+	ev.key.local_port = st->peer.remote_port;
+	ev.key.remote_port = st->peer.local_port;
+	ev.key.local_seq = st->peer.remote_seq;
+	ev.key.remote_seq = st->peer.local_seq;
+	ev.reason = reason;
+	ev.ns = bpf_ktime_get_ns();
+	events.ringbuf_output(&ev, sizeof(ev), 0);
+}
+
 int accel_redir(struct sk_msg_md *msg)
 {
 	struct stats *s = stats_get(); /* one lookup per message, not one per counter */
@@ -196,20 +215,31 @@ int accel_redir(struct sk_msg_md *msg)
 	if (!st->peer_sk) {
 		ptr = sock_ptrs.lookup(&st->peer);
 		if (!ptr) {
-			if (st->mode == ACCEL_MODE_NEW)
+			if (st->mode == ACCEL_MODE_NEW) {
 				STATS_ADD(s, fallback_peer_missing, 1);
-			else
+				tcp_for_good(st, ACCEL_REASON_PEER_MISSING);
+			} else {
 				STATS_ADD(s, fallback_no_peer_info, 1);
+				tcp_for_good(st, ACCEL_REASON_NO_PEER_INFO);
+			}
 			STATS_ADD(s, fallback_bytes, size);
-			st->mode = ACCEL_MODE_TCP;
 			return SK_PASS;
 		}
 		st->peer_sk = *ptr;
 	}
 
-#ifndef ACCEL_NO_FLOW_CONTROL /* only to measure what flow control costs */
 	__u32 zero = 0;
 	struct flow_config *cfg = flow.lookup(&zero);
+
+	/* The peer's connection is being released: nothing more may land in it. */
+	if (cfg && cfg->retiring && retiring.lookup(&st->peer)) {
+		STATS_ADD(s, fallback_retiring, 1);
+		STATS_ADD(s, fallback_bytes, size);
+		tcp_for_good(st, ACCEL_REASON_RETIRING);
+		return SK_PASS;
+	}
+
+#ifndef ACCEL_NO_FLOW_CONTROL /* only to measure what flow control costs */
 	__u64 queued = peer_queued(st->peer_sk);
 	__u64 now = bpf_ktime_get_ns();
 
@@ -233,7 +263,7 @@ int accel_redir(struct sk_msg_md *msg)
 
 #ifndef ACCEL_NO_SMALL_WRITES
 	if (small_write_stream(st, size)) {
-		st->mode = ACCEL_MODE_TCP;
+		tcp_for_good(st, ACCEL_REASON_SMALL_WRITES);
 		STATS_ADD(s, fallback_small_writes, 1);
 		STATS_ADD(s, fallback_bytes, size);
 		return SK_PASS;
@@ -244,12 +274,14 @@ int accel_redir(struct sk_msg_md *msg)
 	 * socket at its other end can match it (accel.h, struct sock_key). */
 	verdict = sock_hash.msg_redirect_hash(msg, &st->peer, BPF_F_INGRESS);
 	if (verdict != SK_PASS) {
-		if (st->mode == ACCEL_MODE_NEW)
+		if (st->mode == ACCEL_MODE_NEW) {
 			STATS_ADD(s, fallback_peer_missing, 1);
-		else
+			tcp_for_good(st, ACCEL_REASON_PEER_MISSING);
+		} else {
 			STATS_ADD(s, fallback_peer_gone, 1);
+			tcp_for_good(st, ACCEL_REASON_PEER_GONE);
+		}
 		STATS_ADD(s, fallback_bytes, size);
-		st->mode = ACCEL_MODE_TCP;
 		return SK_PASS;
 	}
 	if (st->mode == ACCEL_MODE_WAIT) {
