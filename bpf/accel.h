@@ -113,6 +113,10 @@ enum accel_reason {
 	ACCEL_REASON_RETIRING = 5, /* its peer is being released */
 };
 
+/* What bpf/probe.c answers when it cannot read a socket's queue. */
+#define ACCEL_PROBE_UNKNOWN  0xffffffffU /* no address recorded for the key */
+#define ACCEL_PROBE_NO_PSOCK 0xfffffffeU /* the socket is in no socket map */
+
 /* What the datapath tells the controller, at once, through a ring buffer:
  * this socket (its own key) moved to TCP for good, so its connection may
  * leave the sockhash (release, accel/release.py). */
@@ -151,6 +155,7 @@ struct stats {
 	__u64 fallback_no_peer_info; /* the peer's address was not known: socket moves to TCP */
 	__u64 fallback_retiring;     /* the peer's connection is being released: socket moves to TCP */
 	__u64 fallback_small_writes; /* a stream of small writes, where TCP is faster: socket moves to TCP */
+	__u64 events_lost;	     /* events the ring buffer had no room for (their connections stay in the map) */
 };
 
 #define ACCEL_AF_INET  2

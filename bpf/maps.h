@@ -95,8 +95,8 @@ struct events_table_t {
 	void (*ringbuf_submit)(void *, u64);
 	u32 max_entries;
 };
-__attribute__((section("maps/ringbuf:" ACCEL_PIN_DIR "/events")))
-struct events_table_t events = {.max_entries = ACCEL_EVENTS_BYTES};
+__attribute__((section("maps/ringbuf:" ACCEL_PIN_DIR "/events"))) struct events_table_t events = {
+    .max_entries = ACCEL_EVENTS_BYTES};
 
 /* flow_config[0]: what the controller says about the node (struct flow_config). */
 BPF_TABLE_PINNED("array", u32, struct flow_config, flow, 1, ACCEL_PIN_DIR "/flow");
