@@ -1,4 +1,4 @@
-"""python -m benchmarks [--quick | --full] [--out DIR] [--no-pin]
+"""python -m benchmarks [--quick | --full | --long] [--out DIR] [--no-pin]
 
 Runs plain TCP, accelerated and AF_UNIX side by side through the real `accel`
 controller and writes a results directory: raw.json (every repeat), report.md
@@ -36,12 +36,18 @@ def write_results(raw: dict, out_dir: str) -> tuple[str, list[str]]:
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--quick", "profile", flag_value="quick", help="Smoke profile, under 2 minutes.")
 @click.option("--full", "profile", flag_value="full", default=True, help="Every workload and size, 5 repeats (about 30 minutes).")
+@click.option("--long", "profile", flag_value="long", help="The bulk stream cells at 10 s, 7 repeats (about 20 minutes).")
 @click.option("--tiny", "profile", flag_value="tiny", hidden=True, help="The harness's own test.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Results directory [benchmarks/results/<UTC time>-<profile>].")
 @click.option("--pin/--no-pin", default=True, show_default=True, help="Pin client to CPU 0 and server to CPU 1.")
 @click.option("--only", "only", multiple=True, help="Run only workloads whose key (topology/kind/label) contains this text.")
 @click.option("--report-only", type=click.Path(exists=True, file_okay=False), help="Rebuild report.md and plots from DIR/raw.json.")
-@click.option("--accel-arg", "accel_args", multiple=True, help="Pass this option to `accel run` (repeat for more), e.g. --accel-arg=--backlog-limit=8388608.")
+@click.option(
+    "--accel-arg",
+    "accel_args",
+    multiple=True,
+    help="Pass this option to `accel run` (repeat for more), e.g. --accel-arg=--node-tcp-budget=268435456.",
+)
 @click.option(
     "--program-cost",
     is_flag=True,
@@ -55,7 +61,7 @@ def main(profile: str, out_dir: str | None, pin: bool, only: tuple[str, ...], re
         console.print(f"report: {md}")
         return
     if os.geteuid() != 0:
-        console.print("benchmarks: needs root (it runs the accelerator and makes namespaces and cgroups) - run: sudo scripts/bench")
+        console.print("benchmarks: needs root (it runs the accelerator and makes namespaces and cgroups) - run it as root: scripts/bench")
         sys.exit(77)
     prof = PROFILES[profile]()
     if only:

@@ -69,10 +69,20 @@ def quick() -> Profile:
     return Profile("quick", 2, Settings(seconds=1.0, redis_requests=5_000), w, ("loopback", "pods", "sidecar"))
 
 
+def long() -> Profile:
+    """The bulk cells at 10 s, 7 repeats: a stream whose receiver falls behind
+    after a few seconds shows it here, and a 2 s cell would hide it."""
+    w: list[Workload] = []
+    for topo in ("loopback", "pods"):
+        for streams in (1, 4):
+            w += [_stream(topo, size, streams, TCP) for size in (128 << 10, 1 << 20)]
+    return Profile("long", 7, Settings(seconds=10.0, redis_requests=0), w, ("loopback", "pods"))
+
+
 def tiny() -> Profile:
     """For the harness's own test: one of each path, once."""
     w = [_stream("pods", 16 << 10, 1, ALL), _latency("pods", 64, TCP), _stream("sidecar", 64 << 10, 1, TCP)]
     return Profile("tiny", 1, Settings(seconds=1.0, redis_requests=1000), w, ("pods", "sidecar"))
 
 
-PROFILES = {"full": full, "quick": quick, "tiny": tiny}
+PROFILES = {"full": full, "quick": quick, "long": long, "tiny": tiny}

@@ -9,7 +9,7 @@ import statistics
 from collections import defaultdict
 from typing import Any
 
-from .stats import Summary, ratio, summarize
+from .stats import Summary, paired_ratios, ratio, split, summarize
 
 MODES = ("plain", "accel", "unix")
 MODE_NAMES = {"plain": "plain TCP", "accel": "accelerated", "unix": "AF_UNIX"}
@@ -44,6 +44,17 @@ def summaries(raw: dict[str, Any]) -> dict[tuple[str, str, str], Summary]:
     return {k: summarize(v) for k, v in values.items() if v}
 
 
+def per_repeat(raw: dict[str, Any]) -> dict[tuple[str, str, str], dict[int, float]]:
+    """(workload key, metric, mode) -> {repeat: value} over the successful repeats."""
+    out: dict[tuple[str, str, str], dict[int, float]] = defaultdict(dict)
+    for m in raw["measurements"]:
+        if m.get("error"):
+            continue
+        for metric, v in m["metrics"].items():
+            out[(m["workload"], metric, m["mode"])][int(m.get("repeat", 0))] = float(v)
+    return out
+
+
 def failures(raw: dict[str, Any]) -> dict[tuple[str, str], list[str]]:
     out: dict[tuple[str, str], list[str]] = defaultdict(list)
     for m in raw["measurements"]:
@@ -72,9 +83,29 @@ def _cell(s: Summary | None, failed: list[str]) -> str:
     return f"{_fmt(s.median)}{spread}{note}"
 
 
+TABLE_HEAD = ["| workload | unit | plain TCP | accelerated | AF_UNIX | accel / plain | worst | lost |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+
+
+def _worst(r: dict[str, Any]) -> str:
+    return "" if r["worst"] is None else f"{r['worst']:.2f}x"
+
+
+def _lost(r: dict[str, Any]) -> str:
+    if not r["repeat_ratios"]:
+        return ""
+    text = f"{r['repeats_lost']}/{len(r['repeat_ratios'])}"
+    return f"{text} SPLIT {_groups(r['split'])}" if r["split"] else text
+
+
+def _groups(groups: tuple[list[float], list[float]]) -> str:
+    low, high = groups
+    return f"{min(low):.2f}-{max(low):.2f}x / {min(high):.2f}-{max(high):.2f}x"
+
+
 def verdicts(raw: dict[str, Any]) -> list[dict[str, Any]]:
     """One entry per table row: the numbers and whether accel lost."""
     sums = summaries(raw)
+    reps = per_repeat(raw)
     fails = failures(raw)
     rows = []
     for w in raw["workloads"]:
@@ -85,6 +116,11 @@ def verdicts(raw: dict[str, Any]) -> list[dict[str, Any]]:
                 continue
             r = ratio(cells["accel"], cells["plain"])
             slower = r is not None and ((r < 1) if higher else (r > 1))
+            # The median hides a cell that wins in most repeats and loses
+            # badly in some: each repeat's pair, the worst, and a split.
+            pairs = paired_ratios(reps.get((w["key"], metric, "accel"), {}), reps.get((w["key"], metric, "plain"), {}))
+            lost = sum(1 for p in pairs if ((p < 1) if higher else (p > 1)))
+            worst = (min(pairs) if higher else max(pairs)) if pairs else None
             rows.append(
                 {
                     "topology": w["key"].split("/")[0],
@@ -98,6 +134,10 @@ def verdicts(raw: dict[str, Any]) -> list[dict[str, Any]]:
                     "failed": {m: fails.get((w["key"], m), []) for m in MODES},
                     "ratio": r,
                     "slower": slower,
+                    "repeat_ratios": [round(p, 3) for p in pairs],
+                    "worst": worst,
+                    "repeats_lost": lost,
+                    "split": split(pairs),
                 }
             )
     return rows
@@ -113,7 +153,9 @@ def markdown(raw: dict[str, Any], plots: list[str]) -> str:
         *([f"- `accel run` options: {' '.join(raw['accel_args'])}"] if raw.get("accel_args") else []),
         f"- {raw['repeats']} repeats per cell, {raw['seconds_per_measurement']} s each, modes interleaved (order reversed every other repeat);"
         f" cells are medians, ± half the interquartile range; run took {raw['duration_s']:.0f} s",
-        "- Ratio = accelerated / plain TCP. For latency (us) lower is better, so a ratio above 1 is a loss.",
+        "- Ratio = accelerated / plain TCP. For latency (us) lower is better, so a ratio above 1 is a loss."
+        " Worst = the worst repeat's ratio (each repeat pairs the two modes run back to back); lost = repeats in which accel lost;"
+        " SPLIT = the repeats fall into two groups (shown as low / high).",
         "- Every accelerated cell was cross-checked: the controller's `redirected_bytes` must have grown during it, and plain cells must not have.",
         "- Tools: " + "; ".join(f"{k} `{v}`" for k, v in mc["tools"].items()),
         "",
@@ -123,13 +165,13 @@ def markdown(raw: dict[str, Any], plots: list[str]) -> str:
         trs = [r for r in rows if r["topology"] == topo]
         if not trs:
             continue
-        lines += [f"## {topo}", "", desc, "", "| workload | unit | plain TCP | accelerated | AF_UNIX | accel / plain |", "|---|---|---:|---:|---:|---:|"]
+        lines += [f"## {topo}", "", desc, "", *TABLE_HEAD]
         for r in trs:
             cells = [_cell(r["cells"][m], r["failed"][m]) if m in r["modes"] else "" for m in MODES]
             rat = "" if r["ratio"] is None else f"{r['ratio']:.2f}x"
             if r["slower"]:
                 rat = f"**{rat} SLOWER**"
-            lines.append(f"| {r['workload']} | {r['unit']} | {' | '.join(cells)} | {rat} |")
+            lines.append(f"| {r['workload']} | {r['unit']} | {' | '.join(cells)} | {rat} | {_worst(r)} | {_lost(r)} |")
         lines.append("")
     lines += program_cost_table(raw)
     lost = [r for r in rows if r["slower"]]
@@ -138,7 +180,15 @@ def markdown(raw: dict[str, Any], plots: list[str]) -> str:
         for r in lost:
             lines.append(f"- {r['topology']}, {r['workload']}: {r['ratio']:.2f}x of plain TCP")
     else:
-        lines.append("- nowhere in this run")
+        lines.append("- nowhere in this run (by the median)")
+    sometimes = [r for r in rows if not r["slower"] and r["repeats_lost"]]
+    if sometimes:
+        lines += ["", "Cells that win by the median but lost in some repeats:", ""]
+        lines += [f"- {r['topology']}, {r['workload']}: lost {_lost(r)} repeats, worst {_worst(r)}" for r in sometimes]
+    splits = [r for r in rows if r["split"]]
+    if splits:
+        lines += ["", "Cells whose repeats split into two groups (bimodal: the median describes neither):", ""]
+        lines += [f"- {r['topology']}, {r['workload']}: {_groups(r['split'])}" for r in splits]
     failed = [(m["workload"], m["mode"], m["error"]) for m in raw["measurements"] if m.get("error")]
     warned = [(m["workload"], m["warning"]) for m in raw["measurements"] if m.get("warning")]
     lines += ["", "## Failed measurements", ""]

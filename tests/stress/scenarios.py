@@ -714,7 +714,10 @@ def flow_control(ctx: Ctx) -> Outcome:
         t.join(ctx.deadline_s * 2)
     d = _delta(before, _counters(ctx))
     facts = {k: d.get(k, 0) for k in ("moved_wait", "returned", "fallback_wait", "redirected_bytes", "fallback_bytes", "wait_ns")}
-    if facts["moved_wait"] < 2 or facts["returned"] < max(1, p.flow_conns // 8):
+    # A coverage check, not a rate: with 32 connections on two CPUs the soak
+    # saw 18-25 moves and 3-5 returns (a sender that keeps writing into a
+    # busy reader stays on TCP until it pauses, README limitation 8).
+    if facts["moved_wait"] < 2 or facts["returned"] < min(2, max(1, p.flow_conns // 8)):
         res.errors.append(f"{facts['moved_wait']} moves to WAIT and {facts['returned']} returns: the flow-control paths were hardly exercised")
     return Outcome(res, facts)
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from benchmarks import parse, report
 from benchmarks.profiles import PROFILES
-from benchmarks.stats import ratio, summarize
+from benchmarks.stats import ratio, split, summarize
 
 SAMPLES = os.path.join(os.path.dirname(__file__), "bench_samples")
 
@@ -181,3 +181,56 @@ def test_profiles_measure_each_mode_in_the_same_run():
     assert sizes == {64, 256, 1024, 4096, 16384, 65536, 131072, 1 << 20}
     assert {w.params["streams"] for w in full.workloads if w.name == "iperf3"} == {1, 4}
     assert not math.isnan(len(PROFILES["quick"]().workloads))
+
+
+def test_a_cell_that_wins_by_the_median_shows_its_losing_repeats_and_its_split():
+    """The bulk cell the old report showed as a clear win: most repeats win,
+    some lose badly. The report names the worst repeat, counts the losses
+    and flags the two groups."""
+    raw = _raw()
+    key = "pods/iperf3/stream 128 KiB x1"
+    raw["workloads"].append({"key": key, "metric": "gbit_per_s", "unit": "Gbit/s", "higher_is_better": True, "modes": ["plain", "accel"]})
+    for rep, a in enumerate([28.0, 27.0, 26.5, 26.0, 9.7, 7.6, 6.0]):
+        raw["measurements"] += [
+            {"workload": key, "mode": "plain", "metrics": {"gbit_per_s": 10.0}, "repeat": rep},
+            {"workload": key, "mode": "accel", "metrics": {"gbit_per_s": a}, "repeat": rep},
+        ]
+    row = {r["workload"]: r for r in report.verdicts(raw)}["stream 128 KiB x1"]
+    assert not row["slower"] and row["ratio"] == pytest.approx(2.6)
+    assert row["repeats_lost"] == 3 and row["worst"] == pytest.approx(0.6)
+    low, high = row["split"]
+    assert low == pytest.approx([0.6, 0.76, 0.97]) and high == pytest.approx([2.6, 2.65, 2.7, 2.8])
+    md = report.markdown(raw, [])
+    assert "| stream 128 KiB x1 | Gbit/s | 10.0 ±0% | 26.0 ±" in md
+    assert "| 2.60x | 0.60x | 3/7 SPLIT 0.60-0.97x / 2.60-2.80x |" in md
+    assert "pods, stream 128 KiB x1: lost 3/7" in md
+    # A cell that never lost says so; the latency cell's lower-is-better
+    # direction counts a higher accel p99 as a lost repeat.
+    rows = {r["workload"]: r for r in report.verdicts(raw)}
+    assert rows["stream 1 MiB x1"]["repeats_lost"] == 0 and rows["stream 1 MiB x1"]["worst"] == pytest.approx(3.0)
+    assert rows["ping-pong 64 B p99"]["repeats_lost"] == 3 and rows["ping-pong 64 B p99"]["worst"] == pytest.approx(1.5)
+
+
+@pytest.mark.parametrize(
+    "values, groups",
+    [
+        ([0.6, 0.62, 0.76, 0.97, 2.61, 2.65, 2.8], 4),  # two groups: low has 4
+        ([2.0, 2.1, 2.2, 2.3, 2.4], None),  # a spread, not a split
+        ([2.6, 2.7, 2.8, 2.65, 0.6], None),  # one outlier: the worst repeat shows it
+        ([1.0, 1.05, 1.2, 1.25], None),  # a gap under 20%: noise
+        ([1.0, 1.1], None),  # too few repeats to say
+    ],
+)
+def test_split_finds_two_groups_only_when_they_are_apart(values, groups):
+    got = split(values)
+    if groups is None:
+        assert got is None
+    else:
+        assert got is not None and len(got[0]) == groups and sorted(got[0] + got[1]) == sorted(values)
+
+
+def test_long_profile_runs_the_bulk_cells_for_ten_seconds():
+    long = PROFILES["long"]()
+    assert long.settings.seconds >= 10 and long.repeats >= 5
+    assert {w.params["size"] for w in long.workloads} == {128 << 10, 1 << 20}
+    assert {w.topology for w in long.workloads} == {"loopback", "pods"}
