@@ -108,11 +108,11 @@ class DatapathCollector(Collector):
         kept.add_metric([], float(f["kept"]))
         yield kept
         yield GaugeMetricFamily("accel_releases_pending", "Connections marked retiring (grace period, or a reader to drain)", value=float(f["pending"]))
-        for name, doc in (
-            ("notify_delay_s", "Seconds from the datapath's event to the controller reading it"),
-            ("release_latency_s", "Seconds from the datapath's event to both ends released"),
+        for name, metric, doc in (
+            ("notify_delay_s", "accel_release_notify_delay_seconds", "Seconds from the datapath's event to the controller reading it"),
+            ("release_latency_s", "accel_release_latency_seconds", "Seconds from the datapath's event to both ends released"),
         ):
-            g = GaugeMetricFamily(f"accel_release_{name.removesuffix('_s')}_seconds", doc + " (median and max of the last 1024)", labels=["stat"])
+            g = GaugeMetricFamily(metric, doc + " (median and max of the last 1024)", labels=["stat"])
             for stat in ("p50", "max"):
                 if stat in f[name]:
                     g.add_metric([stat], float(f[name][stat]))

@@ -87,6 +87,8 @@ def test_a_connection_that_moved_to_tcp_leaves_the_map_both_ends(fresh_env):
     assert metric(text, "accel_release_events_total", 'reason="small_writes"') == 1
     assert metric(text, "accel_releases_pending") == 0
     assert metric(text, "accel_release_notify_delay_seconds", 'stat="max"') < 5.0
+    # Never sooner than the grace period (1 s) that covers a redirect in flight.
+    assert metric(text, "accel_release_latency_seconds", 'stat="max"') >= 1.0
     with PinnedMaps(ctl.pin_dir) as maps:
         assert maps.retiring_keys() == [] and maps.flow_config().retiring == 0
     # Released: plain TCP sockets, both directions, nothing redirected any more.
