@@ -21,6 +21,8 @@ MAP_TYPE_PERCPU_ARRAY = 6
 MAP_TYPE_LRU_HASH = 9
 MAP_TYPE_SOCKHASH = 18
 MAP_TYPE_SK_STORAGE = 24
+MAP_TYPE_RINGBUF = 27
+PROG_TYPE_SOCKET_FILTER = 1
 PROG_TYPE_SOCK_OPS = 13
 PROG_TYPE_SK_MSG = 16
 PROG_TYPE_CGROUP_SOCK_ADDR = 18
@@ -85,7 +87,30 @@ class SockState(ctypes.Structure):
 
 
 class FlowConfig(ctypes.Structure):
-    _fields_ = [("node_over", ctypes.c_uint32), ("max_bound", ctypes.c_uint32)]
+    _fields_ = [("node_over", ctypes.c_uint32), ("max_bound", ctypes.c_uint32), ("retiring", ctypes.c_uint32), ("pad", ctypes.c_uint32)]
+
+
+class AccelEvent(ctypes.Structure):
+    _fields_ = [("key", SockKey), ("reason", ctypes.c_uint32), ("pad", ctypes.c_uint32), ("ns", ctypes.c_uint64)]
+
+
+# enum accel_reason: why a socket moved to TCP for good (AccelEvent.reason)
+REASON_PEER_MISSING = 1
+REASON_PEER_GONE = 2
+REASON_SMALL_WRITES = 3
+REASON_NO_PEER_INFO = 4
+REASON_RETIRING = 5
+REASON_NAMES = {
+    REASON_PEER_MISSING: "peer_missing",
+    REASON_PEER_GONE: "peer_gone",
+    REASON_SMALL_WRITES: "small_writes",
+    REASON_NO_PEER_INFO: "no_peer_info",
+    REASON_RETIRING: "retiring",
+}
+
+# What bpf/probe.c answers when it cannot read a socket's queue.
+PROBE_UNKNOWN = 0xFFFFFFFF
+PROBE_NO_PSOCK = 0xFFFFFFFE
 
 
 STAT_FIELDS = (
@@ -111,7 +136,9 @@ STAT_FIELDS = (
     "returned",
     "wait_ns",
     "fallback_no_peer_info",
+    "fallback_retiring",
     "fallback_small_writes",
+    "events_lost",
 )
 FALLBACK_MSG_FIELDS = (
     "fallback_peer_missing",
@@ -120,6 +147,7 @@ FALLBACK_MSG_FIELDS = (
     "fallback_no_state",
     "fallback_wait",
     "fallback_no_peer_info",
+    "fallback_retiring",
     "fallback_small_writes",
 )
 
@@ -135,6 +163,7 @@ MIRRORS: dict[str, type[ctypes.Structure]] = {
     "endpoint_value": EndpointValue,
     "sock_state": SockState,
     "flow_config": FlowConfig,
+    "accel_event": AccelEvent,
     "stats": Stats,
 }
 

@@ -22,6 +22,7 @@ from .endpoints.table import desired_policies, diff, merge
 from .errors import SettingsError
 from .maps import PinnedMaps
 from .metrics import AgentView, MetricsServer
+from .release import Releaser
 from .settings import Settings
 from .state import RunLock, write_state
 
@@ -161,6 +162,11 @@ class Agent:
             metrics_port=self.metrics.port if self.metrics else None,
             kubernetes=settings.kubernetes,
         )
+        if settings.release:
+            releaser = Releaser(settings.pin_dir, dp.program_fd("accel_probe_queue"), self.log, settings.release_grace)
+            releaser.start()  # stops before the datapath (its probe fd closes there)
+            undo.callback(releaser.stop)
+            self.view.release = releaser.figures
         budget = NodeBudget(settings.pin_dir, settings.node_tcp_budget or default_budget(), self.log)
         self.view.node_over = lambda: budget.over
         budget.start(settings.budget_interval)

@@ -100,6 +100,21 @@ def _settings_or_exit(ctx: click.Context, **overrides: Any) -> Settings:
     help="Move a socket that streams small writes to TCP, which coalesces them (faster there).",
 )
 @click.option(
+    "--release/--no-release",
+    default=Settings.release,
+    show_default=True,
+    envvar="ACCEL_RELEASE",
+    help="Take connections that moved to TCP for good out of the fast path once no byte can be lost (they then cost what TCP costs).",
+)
+@click.option(
+    "--release-grace",
+    type=float,
+    default=Settings.release_grace,
+    show_default=True,
+    hidden=True,
+    help="Seconds between marking a connection retiring and releasing it.",
+)
+@click.option(
     "--budget-interval", type=float, default=Settings.budget_interval, show_default=True, hidden=True, help="Seconds between reads of node TCP memory."
 )
 @click.option(
@@ -132,6 +147,8 @@ def run(
     node_tcp_budget: int,
     budget_interval: float,
     small_write_fallback: bool,
+    release: bool,
+    release_grace: float,
     kubernetes: bool | None,
     kubeconfig: str | None,
     node_name: str | None,
@@ -159,6 +176,8 @@ def run(
         node_tcp_budget=node_tcp_budget,
         budget_interval=budget_interval,
         small_write_fallback=small_write_fallback,
+        release=release,
+        release_grace=release_grace,
         extra_cflags=tuple(f"-D{d}" for d in defines),
         kubernetes=_kubernetes_mode(kubernetes),
         kubeconfig=kubeconfig,

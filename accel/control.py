@@ -165,7 +165,7 @@ def remove_pins(settings: Settings, force: bool = False) -> int:
             if remaining and not force:
                 return remaining
             for p in PROGRAMS:
-                if not p.on_cgroup:
+                if p.on_map:
                     _detach_from_map(os.path.join(pin_dir, p.target), p)
     elif remaining and not force:
         return remaining

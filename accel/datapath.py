@@ -184,7 +184,7 @@ class Datapath:
                 detach_ids(item.target_fd, p, stale)
                 for prog_id in stale:
                     self.log.warning("replaced a program left attached by an earlier run", program=p.entry, prog_id=prog_id, cgroup=self.cgroup)
-            else:
+            elif p.on_map:
                 try:
                     map_fd = libbpf.obj_get(os.path.join(self.settings.pin_dir, p.target))
                 except OSError as exc:
@@ -199,6 +199,13 @@ class Datapath:
                 os.close(map_fd)
             attached.ids[p.entry] = libbpf.prog_info(item.fd)[0]
         return attached
+
+    def program_fd(self, entry: str) -> int:
+        """Our fd on a loaded program (an on-demand one is run through it)."""
+        for item in self._loaded:
+            if item.program.entry == entry:
+                return item.fd
+        raise KeyError(entry)
 
     # --- helpers -----------------------------------------------------------
 

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import libbpf, libc
-from .abi import FUNC_GET_NETNS_COOKIE, MAP_TYPE_SK_STORAGE, MAP_TYPE_SOCKHASH, PROG_TYPE_SK_MSG, PROG_TYPE_SOCK_OPS
+from .abi import FUNC_GET_NETNS_COOKIE, MAP_TYPE_RINGBUF, MAP_TYPE_SK_STORAGE, MAP_TYPE_SOCKHASH, PROG_TYPE_SK_MSG, PROG_TYPE_SOCK_OPS
 from .errors import BpffsError, CgroupError, HeadersError, KernelError, NotRootError
 
 CGROUP2_SUPER_MAGIC = 0x63677270
@@ -271,6 +271,7 @@ FEATURES: list[Feature] = [
     Feature("sockhash map", lambda: libbpf.probe_map_type(MAP_TYPE_SOCKHASH), "a kernel >= 4.18 with CONFIG_BPF_STREAM_PARSER"),
     Feature("sk_msg program", lambda: libbpf.probe_prog_type(PROG_TYPE_SK_MSG), "a kernel >= 4.17 with CONFIG_BPF_STREAM_PARSER"),
     Feature("sk_storage map", lambda: libbpf.probe_map_type(MAP_TYPE_SK_STORAGE), "a kernel >= 5.2"),
+    Feature("ring buffer map (release events)", lambda: libbpf.probe_map_type(MAP_TYPE_RINGBUF), "a kernel >= 5.8"),
     Feature(
         "netns cookie helper (sockops, sk_msg)",
         lambda: libbpf.probe_helper(PROG_TYPE_SOCK_OPS, FUNC_GET_NETNS_COOKIE) and libbpf.probe_helper(PROG_TYPE_SK_MSG, FUNC_GET_NETNS_COOKIE),

@@ -12,7 +12,7 @@ import ctypes
 import ctypes.util
 import errno
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from .abi import MAP_TYPE_ARRAY
@@ -77,6 +77,10 @@ class _MapInfo(ctypes.Structure):
     ]
 
 
+# int (*ring_buffer_sample_fn)(void *ctx, void *data, size_t size)
+_SAMPLE_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
+
+
 class _Lib:
     _handle: ctypes.CDLL | None = None
 
@@ -110,6 +114,9 @@ class _Lib:
                 "bpf_prog_test_run_opts": ([c_int, vp], c_int),
                 "bpf_map_create": ([c_int, ctypes.c_char_p, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint32, vp], c_int),
                 "bpf_enable_stats": ([c_int], c_int),
+                "ring_buffer__new": ([c_int, _SAMPLE_FN, vp, vp], vp),
+                "ring_buffer__poll": ([vp, c_int], c_int),
+                "ring_buffer__free": ([vp], None),
                 "btf__load_vmlinux_btf": ([], vp),
                 "btf__free": ([vp], None),
                 "btf__find_by_name_kind": ([vp, ctypes.c_char_p, ctypes.c_uint32], ctypes.c_int32),
@@ -349,6 +356,47 @@ def prog_test_run(prog_fd: int, data: bytes) -> int:
     opts = _TestRunOpts(sz=ctypes.sizeof(_TestRunOpts), data_in=ctypes.addressof(buf), data_size_in=len(data), repeat=1)
     _check(_Lib.get().bpf_prog_test_run_opts(prog_fd, ctypes.byref(opts)), "test run")
     return int(opts.retval)
+
+
+class RingBuffer:
+    """A consumer of a BPF ring buffer map (libbpf's ring_buffer): ``poll``
+    waits for records and hands each one, as bytes, to ``on_record``. The
+    consumer position lives in the map, so a new consumer of a pinned ring
+    buffer starts where the last one stopped."""
+
+    def __init__(self, map_fd: int, on_record: Callable[[bytes], None]) -> None:
+        self._error: BaseException | None = None
+
+        def sample(_ctx: int, data: int, size: int) -> int:
+            try:
+                on_record(ctypes.string_at(data, size))
+            except Exception as exc:  # an exception cannot cross libbpf: keep it for poll()
+                self._error = exc
+                return -1
+            return 0
+
+        self._cb = _SAMPLE_FN(sample)  # kept alive as long as the ring buffer
+        ptr = _Lib.get().ring_buffer__new(map_fd, self._cb, None, None)
+        if not ptr:
+            err = ctypes.get_errno() or errno.EINVAL
+            raise OSError(err, f"open ring buffer: {os.strerror(err)}")
+        self._rb: int | None = ptr
+
+    def poll(self, timeout_ms: int) -> int:
+        """Records handled (0 on timeout)."""
+        assert self._rb is not None
+        ret = _Lib.get().ring_buffer__poll(self._rb, timeout_ms)
+        if self._error is not None:
+            err, self._error = self._error, None
+            raise err
+        if ret == -errno.EINTR:
+            return 0
+        return _check(ret, "poll ring buffer")
+
+    def close(self) -> None:
+        if self._rb is not None:
+            _Lib.get().ring_buffer__free(self._rb)
+            self._rb = None
 
 
 def possible_cpus() -> int:

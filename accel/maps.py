@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import threading
 from dataclasses import dataclass
 
 from . import libbpf
@@ -16,6 +17,7 @@ from .abi import (
     MAP_TYPE_HASH,
     MAP_TYPE_LRU_HASH,
     MAP_TYPE_PERCPU_ARRAY,
+    MAP_TYPE_RINGBUF,
     MAP_TYPE_SK_STORAGE,
     MAP_TYPE_SOCKHASH,
     STAT_FIELDS,
@@ -41,7 +43,13 @@ LAYOUTS: dict[str, tuple[int, int, int]] = {
     "stats": (MAP_TYPE_PERCPU_ARRAY, 4, ctypes.sizeof(Stats)),
     "sock_ptrs": (MAP_TYPE_LRU_HASH, ctypes.sizeof(SockKey), 8),
     "flow": (MAP_TYPE_ARRAY, 4, ctypes.sizeof(FlowConfig)),
+    "retiring": (MAP_TYPE_HASH, ctypes.sizeof(SockKey), 4),
+    "events": (MAP_TYPE_RINGBUF, 0, 0),
 }
+
+# flow_config is one value that two threads of the controller change (the
+# node budget, release): each change is a read-modify-write under this lock.
+_FLOW_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -85,7 +93,7 @@ class PinnedMaps:
     """Open fds on an instance's pinned maps. Use as a context manager."""
 
     NAMES = ("sock_hash", "endpoints", "stats")  # opened at once
-    ALL_NAMES = (*NAMES, "sock_states", "sock_ptrs", "flow")
+    ALL_NAMES = (*NAMES, "sock_states", "sock_ptrs", "flow", "retiring", "events")
 
     def __init__(self, pin_dir: str) -> None:
         self.pin_dir = pin_dir
@@ -183,14 +191,46 @@ class PinnedMaps:
         libbpf.map_lookup(self._fd("flow", "read flow control"), ctypes.c_uint32(0), cfg)
         return cfg
 
-    def set_flow_config(self, node_over: bool | None = None, max_bound: int | None = None) -> None:
+    def set_flow_config(self, node_over: bool | None = None, max_bound: int | None = None, retiring: int | None = None) -> None:
         """Change what the datapath knows of the node (the rest is kept)."""
-        cfg = self.flow_config()
-        if node_over is not None:
-            cfg.node_over = int(node_over)
-        if max_bound is not None:
-            cfg.max_bound = min(max_bound, 0xFFFFFFFF)
-        libbpf.map_update(self._fd("flow", "write flow control"), ctypes.c_uint32(0), cfg)
+        with _FLOW_LOCK:
+            cfg = self.flow_config()
+            if node_over is not None:
+                cfg.node_over = int(node_over)
+            if max_bound is not None:
+                cfg.max_bound = min(max_bound, 0xFFFFFFFF)
+            if retiring is not None:
+                cfg.retiring = min(retiring, 0xFFFFFFFF)
+            libbpf.map_update(self._fd("flow", "write flow control"), ctypes.c_uint32(0), cfg)
+
+    # release
+    def has_socket(self, key: SockKey) -> bool:
+        self._require("sock_hash", "look a socket up")
+        return libbpf.map_lookup(self.fds["sock_hash"], key, ctypes.c_uint64())
+
+    def delete_socket(self, key: SockKey) -> bool:
+        """Take a socket out of the sockhash (it becomes a plain TCP socket;
+        the kernel drops whatever its psock still queues: see release.py)."""
+        self._require("sock_hash", "release a socket")
+        return libbpf.map_delete(self.fds["sock_hash"], key)
+
+    def retiring_keys(self) -> list[SockKey]:
+        return list(libbpf.map_keys(self._fd("retiring", "read the retiring marks"), SockKey))
+
+    def mark_retiring(self, keys: list[SockKey], reason: int) -> None:
+        fd = self._fd("retiring", "mark sockets retiring")
+        for key in keys:
+            libbpf.map_update(fd, key, ctypes.c_uint32(reason))
+        self.set_flow_config(retiring=libbpf.map_count(fd))
+
+    def unmark_retiring(self, keys: list[SockKey]) -> None:
+        fd = self._fd("retiring", "unmark sockets retiring")
+        for key in keys:
+            libbpf.map_delete(fd, key)
+        self.set_flow_config(retiring=libbpf.map_count(fd))
+
+    def events_fd(self) -> int:
+        return self._fd("events", "read datapath events")
 
 
 def pinned_map_count(path: str) -> int:

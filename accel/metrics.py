@@ -42,6 +42,7 @@ class AgentView:
     watch_restarts: Callable[[], int] = lambda: 0
     last_pod_event: Callable[[], float] = lambda: 0.0
     node_over: Callable[[], bool] = lambda: False
+    release: Callable[[], dict[str, Any] | None] = lambda: None
     kubernetes: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -89,6 +90,33 @@ class DatapathCollector(Collector):
             value=float(self.view.node_over()),
         )
         yield GaugeMetricFamily("accel_node_tcp_memory_bytes", "TCP memory in use on the node (/proc/net/sockstat)", value=tcp_memory_bytes())
+        figures = self.view.release()
+        if figures is not None:
+            yield from self._release(figures)
+
+    @staticmethod
+    def _release(f: dict[str, Any]) -> Iterable[Any]:
+        events = CounterMetricFamily("accel_release_events", "Sockets the datapath reported moved to TCP for good, by reason", labels=["reason"])
+        for reason, n in sorted(f["events"].items()):
+            events.add_metric([reason], float(n))
+        yield events
+        released = CounterMetricFamily("accel_released_sockets", "Sockets taken out of the fast path by release, by reason", labels=["reason"])
+        for reason, n in sorted(f["released"].items()):
+            released.add_metric([reason], float(n))
+        yield released
+        kept = CounterMetricFamily("accel_release_kept_sockets", "Sockets release left in the map: their queue could not be read")
+        kept.add_metric([], float(f["kept"]))
+        yield kept
+        yield GaugeMetricFamily("accel_releases_pending", "Connections marked retiring (grace period, or a reader to drain)", value=float(f["pending"]))
+        for name, metric, doc in (
+            ("notify_delay_s", "accel_release_notify_delay_seconds", "Seconds from the datapath's event to the controller reading it"),
+            ("release_latency_s", "accel_release_latency_seconds", "Seconds from the datapath's event to both ends released"),
+        ):
+            g = GaugeMetricFamily(metric, doc + " (median and max of the last 1024)", labels=["stat"])
+            for stat in ("p50", "max"):
+                if stat in f[name]:
+                    g.add_metric([stat], float(f[name][stat]))
+            yield g
 
     def _attached(self) -> bool:
         try:
@@ -126,6 +154,7 @@ class DatapathCollector(Collector):
         w.add_metric([], stats["wait_ns"] / 1e9)
         yield w
         yield counter("accel_fallback_bytes", "Bytes of fallback messages", stats["fallback_bytes"])
+        yield counter("accel_events_lost", "Datapath events the ring buffer had no room for (those connections stay in the map)", stats["events_lost"])
 
 
 class _QuietHandler(WSGIRequestHandler):

@@ -15,9 +15,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from .abi import ATTACH_CGROUP_SOCK_OPS, ATTACH_SK_MSG_VERDICT, PROG_TYPE_SK_MSG, PROG_TYPE_SOCK_OPS
+from .abi import ATTACH_CGROUP_SOCK_OPS, ATTACH_SK_MSG_VERDICT, PROG_TYPE_SK_MSG, PROG_TYPE_SOCK_OPS, PROG_TYPE_SOCKET_FILTER
 
 CGROUP = "cgroup"  # Program.target: the instance's cgroup-v2 directory
+ON_DEMAND = "on demand"  # Program.target: loaded, never attached; the controller runs it (BPF_PROG_TEST_RUN)
+NO_ATTACH_TYPE = -1
 
 # bpf/ beside the package in a checkout; ACCEL_BPF_DIR where it is installed
 # elsewhere (the container image).
@@ -42,7 +44,7 @@ class Program:
     """enum bpf_attach_type."""
 
     target: str
-    """CGROUP, or the name of the pinned map it attaches to."""
+    """CGROUP, ON_DEMAND, or the name of the pinned map it attaches to."""
 
     role: str
     """What it does, in one line (shown by `accel status`)."""
@@ -56,6 +58,10 @@ class Program:
         return self.target == CGROUP
 
     @property
+    def on_map(self) -> bool:
+        return self.target not in (CGROUP, ON_DEMAND)
+
+    @property
     def path(self) -> str:
         return os.path.join(BPF_DIR, self.source)
 
@@ -63,6 +69,14 @@ class Program:
 PROGRAMS: tuple[Program, ...] = (
     Program("redir.c", "accel_redir", PROG_TYPE_SK_MSG, ATTACH_SK_MSG_VERDICT, "sock_hash", "sk_msg: redirects each sendmsg() to the peer socket"),
     Program("sockops.c", "accel_sockops", PROG_TYPE_SOCK_OPS, ATTACH_CGROUP_SOCK_OPS, CGROUP, "sockops: inserts established local sockets into the sockhash"),
+    Program(
+        "probe.c",
+        "accel_probe_queue",
+        PROG_TYPE_SOCKET_FILTER,
+        NO_ATTACH_TYPE,
+        ON_DEMAND,
+        "probe: a socket's unread redirected bytes, run by the controller before it releases a socket",
+    ),
 )
 
 
@@ -73,7 +87,7 @@ def check_order(programs: tuple[Program, ...]) -> None:
     for p in programs:
         if p.on_cgroup:
             seen_cgroup = True
-        elif seen_cgroup:
+        elif p.on_map and seen_cgroup:
             raise ValueError(f"program table: {p.entry} attaches to map {p.target} after a cgroup program (invariant 6: maps first)")
     names = [p.kernel_name for p in programs]
     if len(set(names)) != len(names):

@@ -57,6 +57,14 @@ class Settings:
     """Move a socket that streams small writes to TCP, where TCP is faster
     (bpf/redir.c, small_write_stream)."""
 
+    release: bool = True
+    """Take connections that moved to TCP for good out of the sockhash, once
+    no byte can be lost (accel/release.py)."""
+
+    release_grace: float = 1.0
+    """Seconds between marking a connection retiring and releasing it: a
+    redirect whose verdict ran before the mark lands within it."""
+
     log_format: str = "console"
     """``console`` for people, ``json`` for log collectors."""
 
@@ -95,6 +103,8 @@ class Settings:
             raise SettingsError(f"node-tcp-budget must be 0 (auto) or between 1 MiB and 16 TiB in bytes, got {self.node_tcp_budget!r}")
         if not isinstance(self.budget_interval, (int, float)) or not (0.01 <= self.budget_interval <= 60):
             raise SettingsError(f"budget-interval must be between 0.01 and 60 seconds, got {self.budget_interval!r}")
+        if not isinstance(self.release_grace, (int, float)) or not (0.1 <= self.release_grace <= 60):
+            raise SettingsError(f"release-grace must be between 0.1 and 60 seconds, got {self.release_grace!r}")
         if self.metrics_address is not None:
             _host, sep, port = self.metrics_address.rpartition(":")
             if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:

@@ -100,6 +100,31 @@ struct sock_state {
 struct flow_config {
 	__u32 node_over; /* node TCP memory above the budget: receivers past the floor wait on TCP */
 	__u32 max_bound; /* tcp_rmem max + tcp_wmem max: the most TCP's autotuning would let a connection queue */
+	__u32 retiring;	 /* keys in the retiring map: 0 spares every message the lookup */
+	__u32 pad;
+};
+
+/* Why a socket moved to TCP for good (struct accel_event.reason). */
+enum accel_reason {
+	ACCEL_REASON_PEER_MISSING = 1,
+	ACCEL_REASON_PEER_GONE = 2,
+	ACCEL_REASON_SMALL_WRITES = 3,
+	ACCEL_REASON_NO_PEER_INFO = 4,
+	ACCEL_REASON_RETIRING = 5, /* its peer is being released */
+};
+
+/* What bpf/probe.c answers when it cannot read a socket's queue. */
+#define ACCEL_PROBE_UNKNOWN  0xffffffffU /* no address recorded for the key */
+#define ACCEL_PROBE_NO_PSOCK 0xfffffffeU /* the socket is in no socket map */
+
+/* What the datapath tells the controller, at once, through a ring buffer:
+ * this socket (its own key) moved to TCP for good, so its connection may
+ * leave the sockhash (release, accel/release.py). */
+struct accel_event {
+	struct sock_key key;
+	__u32 reason; /* enum accel_reason */
+	__u32 pad;
+	__u64 ns;
 };
 
 /* Counters, one per reason, per CPU. Every early return counts somewhere. */
@@ -128,7 +153,9 @@ struct stats {
 	__u64 returned;		     /* moves back from WAIT to redirect, order-safe */
 	__u64 wait_ns;		     /* total time spent in WAIT by sockets that returned */
 	__u64 fallback_no_peer_info; /* the peer's address was not known: socket moves to TCP */
+	__u64 fallback_retiring;     /* the peer's connection is being released: socket moves to TCP */
 	__u64 fallback_small_writes; /* a stream of small writes, where TCP is faster: socket moves to TCP */
+	__u64 events_lost;	     /* events the ring buffer had no room for (their connections stay in the map) */
 };
 
 #define ACCEL_AF_INET  2

@@ -78,6 +78,26 @@ BPF_TABLE_PINNED("percpu_array", u32, struct stats, stats, 1, ACCEL_PIN_DIR "/st
  * and a stale one can only lead to the safe direction (see redir.c). */
 BPF_TABLE_PINNED("lru_hash", struct sock_key, __u64, sock_ptrs, ACCEL_SOCK_PTRS_SIZE, ACCEL_PIN_DIR "/sock_ptrs");
 
+/* Release (accel/release.py): sockets of connections that are leaving the
+ * sockhash, by key. A sender whose peer is listed moves to TCP for good at
+ * its next message (order-safe), so that nothing more is redirected into a
+ * socket the controller will remove. */
+BPF_TABLE_PINNED("hash", struct sock_key, __u32, retiring, ACCEL_SOCKHASH_SIZE, ACCEL_PIN_DIR "/retiring");
+
+/* Events to the controller (struct accel_event), declared as bcc's
+ * BPF_RINGBUF_OUTPUT does, in a pinned section. */
+struct events_table_t {
+	int key;
+	u32 leaf;
+	int (*ringbuf_output)(void *, u64, u64);
+	void *(*ringbuf_reserve)(u64);
+	void (*ringbuf_discard)(void *, u64);
+	void (*ringbuf_submit)(void *, u64);
+	u32 max_entries;
+};
+__attribute__((section("maps/ringbuf:" ACCEL_PIN_DIR "/events"))) struct events_table_t events = {
+    .max_entries = ACCEL_EVENTS_BYTES};
+
 /* flow_config[0]: what the controller says about the node (struct flow_config). */
 BPF_TABLE_PINNED("array", u32, struct flow_config, flow, 1, ACCEL_PIN_DIR "/flow");
 

@@ -21,6 +21,7 @@
  * EACCES, so its value is only used to decide, never returned.
  */
 #include "maps.h"
+#include "kread.h"
 
 static __always_inline struct stats *stats_get(void)
 {
@@ -69,36 +70,10 @@ static __always_inline int small_write_stream(struct sock_state *st, __u32 size)
 }
 #endif
 
-/*
- * Reads of kernel memory through addresses recorded by sockops (ours, our
- * peer's). A peer's address may be stale (it closed; a new socket may live
- * there now): every decision made from such a read is either towards TCP,
- * or a redirect, which the sockhash itself refuses unless the peer under our
- * exact key (its sequence numbers included) is there, alive, at that address.
- */
-static __always_inline __u32 read_u32(__u64 base, __u32 off)
-{
-	__u32 v = 0;
-
-	bpf_probe_read_kernel(&v, sizeof(v), (void *)(base + off));
-	return v;
-}
-
-static __always_inline __u64 read_u64(__u64 base, __u32 off)
-{
-	__u64 v = 0;
-
-	bpf_probe_read_kernel(&v, sizeof(v), (void *)(base + off));
-	return v;
-}
-
-/* Redirected bytes queued on the peer, not read yet: its psock's
- * msg_tot_len (sk_user_data holds the psock, flags in its low 3 bits). */
+/* Redirected bytes queued on the peer, not read yet (kread.h). */
 static __always_inline __u32 peer_queued(__u64 peer_sk)
 {
-	__u64 psock = read_u64(peer_sk, ACCEL_OFF_SOCK_SK_USER_DATA) & ~7ULL;
-
-	return psock ? read_u32(psock, ACCEL_OFF_SK_PSOCK_MSG_TOT_LEN) : 0;
+	return psock_queued(peer_sk);
 }
 
 /* What TCP would let this connection queue: the receiver's receive buffer
@@ -167,6 +142,26 @@ static __always_inline int may_return(const struct sock_state *st, const struct 
 	return queued <= (flow_bound(st) >> ACCEL_RETURN_SHIFT);
 }
 
+/* The socket leaves the fast path for good (order-safe), and the controller
+ * hears of it at once: its connection can then leave the sockhash. */
+static __always_inline void tcp_for_good(struct stats *s, struct sock_state *st, __u32 reason)
+{
+	struct accel_event ev = {};
+
+	st->mode = ACCEL_MODE_TCP;
+	ev.key.netns = st->peer.netns;
+	__builtin_memcpy(ev.key.local_ip, st->peer.remote_ip, sizeof(ev.key.local_ip));
+	__builtin_memcpy(ev.key.remote_ip, st->peer.local_ip, sizeof(ev.key.remote_ip));
+	ev.key.local_port = st->peer.remote_port;
+	ev.key.remote_port = st->peer.local_port;
+	ev.key.local_seq = st->peer.remote_seq;
+	ev.key.remote_seq = st->peer.local_seq;
+	ev.reason = reason;
+	ev.ns = bpf_ktime_get_ns();
+	if (events.ringbuf_output(&ev, sizeof(ev), 0)) /* full: that connection is not released */
+		STATS_ADD(s, events_lost, 1);
+}
+
 int accel_redir(struct sk_msg_md *msg)
 {
 	struct stats *s = stats_get(); /* one lookup per message, not one per counter */
@@ -196,20 +191,31 @@ int accel_redir(struct sk_msg_md *msg)
 	if (!st->peer_sk) {
 		ptr = sock_ptrs.lookup(&st->peer);
 		if (!ptr) {
-			if (st->mode == ACCEL_MODE_NEW)
+			if (st->mode == ACCEL_MODE_NEW) {
 				STATS_ADD(s, fallback_peer_missing, 1);
-			else
+				tcp_for_good(s, st, ACCEL_REASON_PEER_MISSING);
+			} else {
 				STATS_ADD(s, fallback_no_peer_info, 1);
+				tcp_for_good(s, st, ACCEL_REASON_NO_PEER_INFO);
+			}
 			STATS_ADD(s, fallback_bytes, size);
-			st->mode = ACCEL_MODE_TCP;
 			return SK_PASS;
 		}
 		st->peer_sk = *ptr;
 	}
 
-#ifndef ACCEL_NO_FLOW_CONTROL /* only to measure what flow control costs */
 	__u32 zero = 0;
 	struct flow_config *cfg = flow.lookup(&zero);
+
+	/* The peer's connection is being released: nothing more may land in it. */
+	if (cfg && cfg->retiring && retiring.lookup(&st->peer)) {
+		STATS_ADD(s, fallback_retiring, 1);
+		STATS_ADD(s, fallback_bytes, size);
+		tcp_for_good(s, st, ACCEL_REASON_RETIRING);
+		return SK_PASS;
+	}
+
+#ifndef ACCEL_NO_FLOW_CONTROL /* only to measure what flow control costs */
 	__u64 queued = peer_queued(st->peer_sk);
 	__u64 now = bpf_ktime_get_ns();
 
@@ -233,7 +239,7 @@ int accel_redir(struct sk_msg_md *msg)
 
 #ifndef ACCEL_NO_SMALL_WRITES
 	if (small_write_stream(st, size)) {
-		st->mode = ACCEL_MODE_TCP;
+		tcp_for_good(s, st, ACCEL_REASON_SMALL_WRITES);
 		STATS_ADD(s, fallback_small_writes, 1);
 		STATS_ADD(s, fallback_bytes, size);
 		return SK_PASS;
@@ -244,12 +250,14 @@ int accel_redir(struct sk_msg_md *msg)
 	 * socket at its other end can match it (accel.h, struct sock_key). */
 	verdict = sock_hash.msg_redirect_hash(msg, &st->peer, BPF_F_INGRESS);
 	if (verdict != SK_PASS) {
-		if (st->mode == ACCEL_MODE_NEW)
+		if (st->mode == ACCEL_MODE_NEW) {
 			STATS_ADD(s, fallback_peer_missing, 1);
-		else
+			tcp_for_good(s, st, ACCEL_REASON_PEER_MISSING);
+		} else {
 			STATS_ADD(s, fallback_peer_gone, 1);
+			tcp_for_good(s, st, ACCEL_REASON_PEER_GONE);
+		}
 		STATS_ADD(s, fallback_bytes, size);
-		st->mode = ACCEL_MODE_TCP;
 		return SK_PASS;
 	}
 	if (st->mode == ACCEL_MODE_WAIT) {

@@ -99,4 +99,12 @@
 #define ACCEL_RETURN_SHIFT 1
 #endif
 
+/* Room for events to the controller (a power of two, whole pages). An
+ * event is 72 bytes and only a move to TCP for good makes one: 256 KiB holds
+ * 3,600 of them between two reads of a controller that reads at once; a lost
+ * one only means that connection is not released. */
+#ifndef ACCEL_EVENTS_BYTES
+#define ACCEL_EVENTS_BYTES (256 << 10)
+#endif
+
 #endif /* ACCEL_TUNABLES_H */

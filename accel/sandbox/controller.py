@@ -72,7 +72,7 @@ class Controller:
         last = ""
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise AssertionError(f"accel run exited {self.proc.returncode}:\n{self.log()}")
+                raise AssertionError(f"accel run exited {self.proc.returncode}:\n{self.log_tail()}")
             if PinnedMaps.exists(self.pin_dir):
                 # status may fail while the controller is still replacing
                 # pins of another version (test_upgrade): keep polling.
@@ -84,14 +84,20 @@ class Controller:
                     if st["running_pid"] == self.proc.pid and run["pid"] == self.proc.pid and run["sockops_id"] in st["sockops_ids"]:
                         return
             time.sleep(0.1)
-        raise AssertionError(f"accel run did not attach within {timeout}s (last status: {last}):\n{self.log()}")
+        raise AssertionError(f"accel run did not attach within {timeout}s (last status: {last}):\n{self.log_tail()}")
 
     def log(self) -> str:
+        """The whole log: tests look for lines in it, and a busy machine (many
+        namespaces to watch) can push the line they want out of any tail."""
         try:
             with open(self.log_path) as f:
-                return f.read()[-5000:]
+                return f.read()
         except FileNotFoundError:
             return ""
+
+    def log_tail(self, chars: int = 5000) -> str:
+        """The end of the log, for a failure message."""
+        return self.log()[-chars:]
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
         assert self.proc is not None

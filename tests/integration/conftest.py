@@ -51,7 +51,7 @@ def _module_controller_log_on_failure(request):
     yield
     if "accel_env" in request.fixturenames and _failed(request):
         ctl = request.getfixturevalue("accel_env")
-        print(f"--- accel run log (last 5000 chars) ---\n{ctl.log()}")
+        print(f"--- accel run log (last 5000 chars) ---\n{ctl.log_tail()}")
 
 
 @pytest.fixture
@@ -66,7 +66,7 @@ def fresh_env(tmp_path, request):
         finally:
             ctl.close()
             if _failed(request):
-                print(f"--- accel run log (last 5000 chars) ---\n{ctl.log()}")
+                print(f"--- accel run log (last 5000 chars) ---\n{ctl.log_tail()}")
 
 
 @pytest.fixture(scope="session", autouse=True)

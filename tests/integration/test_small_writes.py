@@ -65,7 +65,11 @@ def test_a_stream_of_small_writes_moves_to_tcp_whole(accel_env):
 
 def test_large_writes_stay_redirected(accel_env):
     d = stream_small_writes(accel_env, size=16384)
-    assert d["fallback_msgs"] == 0 and d["redirected_bytes"] == 16384 * COUNT
+    assert d["fallback_small_writes"] == 0
+    # A reader thread that falls behind (a busy machine) makes the sender
+    # wait on TCP now and then: flow control, not the small-write rule.
+    assert d["fallback_msgs"] == d["fallback_wait"]
+    assert d["redirected_bytes"] + d["fallback_bytes"] == 16384 * COUNT and d["redirected_bytes"] > 0
 
 
 def test_request_response_stays_redirected_however_fast(fresh_env):

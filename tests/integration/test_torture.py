@@ -33,6 +33,8 @@ def test_quick_torture_loses_reorders_duplicates_and_misdelivers_nothing(tmp_pat
     assert rows["isolation"]["facts"]["namespaces"] >= 8
     assert rows["tuple_reuse"]["facts"]["reused_while_held"] > 0
     assert rows["flow_control"]["facts"]["returned"] > 0
+    rel = rows["release"]["facts"]
+    assert rel["not_released"] == 0 and rel["controller_kills"] >= 1 and rel["fallback_retiring"] > 0, rel
     assert rows["slow_receiver"]["facts"]["accepted_vs_plain"] <= 2
     slow = rows["slow_receiver"]["facts"]
     assert slow["plain"]["eagain"] > 0  # plain TCP pushes back on a sender

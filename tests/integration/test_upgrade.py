@@ -48,7 +48,7 @@ def test_maps_of_an_older_layout_are_replaced_under_live_connections(fresh_env):
     assert "Traceback" not in res.stderr
 
     ctl.start()
-    assert ctl.log().count(REPLACED) == 2, ctl.log()
+    assert ctl.log().count(REPLACED) == 2, ctl.log_tail()
     assert layout_mismatches(ctl.pin_dir) == []
     assert sockhash_id(ctl.pin_dir) == map_id, "the sockhash itself must be reused"
     # The old connection runs on through the programs it joined with...
@@ -86,7 +86,7 @@ def test_a_socket_map_of_another_layout_is_kept_aside_while_it_holds_sockets(fre
     # aside, still pinned, with its socket (unpinning it would purge that
     # socket's unread bytes).
     ctl.start()
-    assert "kept aside until they close" in ctl.log(), ctl.log()
+    assert "kept aside until they close" in ctl.log(), ctl.log_tail()
     assert sockhash_id(ctl.pin_dir) != old_id
     retired = [n for n in os.listdir(ctl.pin_dir) if n.startswith("retired-sock_hash-")]
     assert retired == [f"retired-sock_hash-{old_id}"], os.listdir(ctl.pin_dir)

@@ -722,6 +722,188 @@ def flow_control(ctx: Ctx) -> Outcome:
     return Outcome(res, facts)
 
 
+# --- 14. release: connections leave the sockhash mid-stream, both directions ---------------------
+RELEASE_BURST = 400  # 64 B writes: far past the 64 that reveal a stream
+RELEASE_GAP_NS = 20_000_000  # the burst's gap limit in this scenario's build: a writer thread may lose the GIL mid-burst
+
+
+@dataclass
+class _Turns:
+    """What the writers of both directions of one connection share."""
+
+    phase: threading.Barrier  # every writer thread: end of the first part, end of the burst
+    moved: threading.Event  # the burst began
+
+
+def _release_direction(
+    src: socket.socket, dst: socket.socket, conn_id: int, nbytes: int, writers: int, mover: bool, slow: bool, turns: _Turns, res: Result, lock: threading.Lock
+) -> _ReleaseDirection:
+    """One direction of a released connection: ``writers`` threads take
+    turns on ``src`` (large writes, redirected); at the barrier the mover
+    direction sends a burst of small writes (the datapath moves it to TCP for
+    good and the release begins) while the other waits; then both write the
+    rest. A slow reader stops for 2 s the moment the burst begins, so the
+    socket it reads holds unread redirected bytes through the grace period."""
+    stream, checker = Stream(conn_id, nbytes, seed=conn_id), Checker(conn_id)
+    send_lock = threading.Lock()
+    rng = random.Random(conn_id)
+
+    def read() -> None:
+        paused = False
+        try:
+            while data := dst.recv(io_size(rng, 17)):
+                checker.feed(data)
+                if slow and not paused and turns.moved.is_set():
+                    paused = True
+                    time.sleep(2.0)
+                elif rng.random() < 1 / 32:
+                    time.sleep(rng.uniform(0, 0.1))
+        except OSError as exc:
+            with lock:
+                res.errors.append(f"release reader {conn_id}: {exc!r}")
+
+    def write(w: int) -> None:
+        wrng = random.Random(conn_id * 10 + w)
+        try:
+            for part in ("before", "after"):
+                while True:
+                    with send_lock:
+                        if stream.done or (part == "before" and stream.produced >= nbytes // 3):
+                            break
+                        src.sendall(stream.take(io_size(wrng, 16)))
+                turns.phase.wait(60)
+                if part == "before" and mover and w == 0:
+                    # The burst must run the small-write rule: let the reader
+                    # catch up first, so that flow control has no reason to
+                    # keep this sender waiting on TCP (where the rule is not
+                    # consulted) when the burst begins.
+                    caught_up = time.monotonic() + 30
+                    while checker.received < stream.produced and time.monotonic() < caught_up:
+                        time.sleep(0.005)
+                    turns.moved.set()
+                    with send_lock:
+                        for _ in range(RELEASE_BURST):
+                            if stream.done:
+                                break
+                            src.sendall(stream.take(64))
+                if part == "before":
+                    turns.phase.wait(60)
+        except (OSError, threading.BrokenBarrierError) as exc:
+            turns.phase.abort()
+            with lock:
+                res.errors.append(f"release writer {conn_id}: {exc!r}")
+
+    reader = threading.Thread(target=read)
+    writer_threads = [threading.Thread(target=write, args=(w,)) for w in range(writers)]
+
+    def read_all() -> bool:
+        # Every byte written has been read: the connection is idle but open
+        # (a closed socket leaves the sockhash by itself, which proves nothing).
+        return not any(t.is_alive() for t in writer_threads) and checker.received >= stream.produced
+
+    def finish() -> None:
+        with contextlib.suppress(OSError):
+            src.shutdown(socket.SHUT_WR)
+        reader.join(60)
+        with lock:
+            res.bytes_sent += stream.produced
+            res.stalled += reader.is_alive()
+            res.completed += not reader.is_alive()
+            res.add_checked(checker, stream.produced, aborted=False, who=f"release receiver {conn_id}")
+
+    return _ReleaseDirection([reader, *writer_threads], read_all, finish)
+
+
+@dataclass
+class _ReleaseDirection:
+    threads: list[threading.Thread]
+    read_all: Callable[[], bool]
+    finish: Callable[[], None]
+
+
+def _in_map(ctx: Ctx, sock: socket.socket) -> bool:
+    local, remote = sock.getsockname()[:2], sock.getpeername()[:2]
+    return any((e[1], e[2], e[3], e[4]) == (local[0], local[1], remote[0], remote[1]) for e in ctx.ctl.sockets())
+
+
+def release(ctx: Ctx) -> Outcome:
+    """Connections that move to TCP for good mid-stream (a burst of small
+    writes in one direction, while the other direction streams on and is
+    moved by the retiring mark) and are released, both ends, while readers
+    pause, two threads take turns on a sending socket, and the controller is
+    killed and restarted mid-release (the next one resumes from the pinned
+    marks). Every byte both ways is checked; a socket released while it
+    held unread redirected bytes would lose them (the kernel drops a psock's
+    queue with it). Every connection must be out of the map at the end."""
+    p, rng = ctx.profile, ctx.rng
+    res, lock = Result(), threading.Lock()
+    build = ("--bpf-define", f"ACCEL_BURST_GAP_NS={RELEASE_GAP_NS}ULL")
+    ctx.ctl.stop()
+    ctx.ctl.start(*build)
+    before = _counters(ctx)
+    pairs: list[tuple[socket.socket, socket.socket]] = []
+    left: list[tuple[socket.socket, socket.socket]] = []
+    d: dict[str, int] = {}
+    directions: list[_ReleaseDirection] = []
+    kills = 0
+    try:
+        for i in range(p.flow_conns):
+            if i % 2:
+                c, srv = _pair(ctx, accelerated=True)
+            else:
+                with entered(ctx.a.ns):
+                    lst = socket.socket()
+                    lst.bind(("127.0.0.1", 0))
+                    lst.listen(1)
+                    c = socket.create_connection(lst.getsockname(), timeout=60)
+                    srv, _ = lst.accept()
+                    lst.close()
+            c.settimeout(60)
+            srv.settimeout(60)
+            pairs.append((c, srv))
+            writers_ab = 2 if i % 4 == 3 else 1
+            turns = _Turns(threading.Barrier(writers_ab + 1), threading.Event())
+            conn = rng.getrandbits(29) * 2
+            ab_moves = rng.random() < 0.5
+            for args in ((c, srv, conn, writers_ab, ab_moves, i % 3 == 0), (srv, c, conn + 1, 1, not ab_moves, i % 3 == 1)):
+                src, dst, cid, writers, mover, slow = args
+                directions.append(_release_direction(src, dst, cid, p.flow_bytes // 4, writers, mover, slow, turns, res, lock))
+        for t in (t for di in directions for t in di.threads):
+            t.start()
+        # Kill the controller while releases are in their grace period or
+        # waiting for a slow reader; the next one resumes them.
+        for _ in range(2 if p.name == "soak" else 1):
+            time.sleep(1.5)
+            ctx.ctl.stop(signal.SIGKILL)
+            kills += 1
+            ctx.ctl.start(*build)
+        deadline = time.monotonic() + ctx.deadline_s
+        while not all(di.read_all() for di in directions) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        res.connections += len(pairs)
+        # Still open, every byte read: each connection must have left the map.
+        deadline = time.monotonic() + 20
+        left = [(c, s) for c, s in pairs if _in_map(ctx, c) or _in_map(ctx, s)]
+        while left and time.monotonic() < deadline:
+            time.sleep(0.2)
+            left = [(c, s) for c, s in left if _in_map(ctx, c) or _in_map(ctx, s)]
+        if left:
+            res.errors.append(f"{len(left)} of {len(pairs)} open connections still in the sockhash 20 s after their transfers (not released)")
+        for di in directions:
+            di.finish()
+        d = _delta(before, _counters(ctx))
+        if d.get("fallback_small_writes", 0) < len(pairs):
+            res.errors.append(f"{d.get('fallback_small_writes', 0)} of {len(pairs)} bursts moved their sender to TCP: release was not exercised")
+    finally:
+        for c, s in pairs:
+            c.close()
+            s.close()
+        ctx.ctl.stop()
+        ctx.ctl.start()
+    facts = {k: d.get(k, 0) for k in ("fallback_small_writes", "fallback_retiring", "redirected_bytes", "fallback_bytes")}
+    return Outcome(res, {**facts, "not_released": len(left), "controller_kills": kills})
+
+
 SCENARIOS: dict[str, Callable[[Ctx], Outcome]] = {
     "churn": churn,
     "early_writes": early_writes,
@@ -735,6 +917,10 @@ SCENARIOS: dict[str, Callable[[Ctx], Outcome]] = {
     "dual_stack": dual_stack,
     "small_writes": small_writes,
     "tuple_reuse": tuple_reuse,
+    # release restarts the controller, whose idle pins (and counters) go
+    # with it: a scenario that redirects runs after it, so the run's final
+    # counters show traffic.
+    "release": release,
     "flow_control": flow_control,
 }
 
