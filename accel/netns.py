@@ -27,10 +27,13 @@ def run_dirs() -> list[str]:
     return list(seen.values())
 
 
-def namespace_paths(all_namespaces: bool = True) -> dict[NamespaceId, str]:
+def namespace_paths(all_namespaces: bool = True, *, named: bool = True, pids_seen: set[str] | None = None) -> dict[NamespaceId, str]:
     """Every distinct network namespace we can open, by (dev, inode); only
     the host's when ``all_namespaces`` is False (Kubernetes mode, where pod
-    IPs come from the API)."""
+    IPs come from the API). ``named`` False leaves out /run/netns (watched
+    by inotify); with ``pids_seen`` only processes not in it are looked at,
+    and it becomes the set of processes running now: a scan for what is new,
+    which costs one directory listing however many namespaces there are."""
     found: dict[NamespaceId, str] = {}
 
     def add(path: str) -> None:
@@ -44,14 +47,19 @@ def namespace_paths(all_namespaces: bool = True) -> dict[NamespaceId, str]:
     add("/proc/self/ns/net")
     if not all_namespaces:
         return found
-    for run_dir in run_dirs():
+    for run_dir in run_dirs() if named else []:
         with contextlib.suppress(OSError):
             for name in sorted(os.listdir(run_dir)):
                 add(os.path.join(run_dir, name))
-    with contextlib.suppress(OSError):
-        for pid in os.listdir("/proc"):
-            if pid.isdigit():
-                add(f"/proc/{pid}/ns/net")
+    try:
+        pids = {p for p in os.listdir("/proc") if p.isdigit()}
+    except OSError:
+        return found
+    for pid in pids if pids_seen is None else pids - pids_seen:
+        add(f"/proc/{pid}/ns/net")
+    if pids_seen is not None:
+        pids_seen.clear()
+        pids_seen.update(pids)
     return found
 
 

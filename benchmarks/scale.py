@@ -30,6 +30,7 @@ from typing import Any
 
 import click
 
+from accel.netns import namespace_paths
 from accel.sandbox import Controller, private_cgroup
 from accel.sandbox.topology import FleetTopology
 
@@ -92,6 +93,11 @@ def measure(n: int, idle_s: float, probes: int, progress: Any) -> dict[str, Any]
             row["rss_mib"] = round(rss_mib(pid), 1)
             row["descriptors"] = descriptors(pid)
             row["child_processes"] = children(pid)
+            # The backstop's full round, timed here with the controller's own code.
+            t = time.monotonic()
+            scanned = len(namespace_paths())
+            row["full_scan_ms"] = round(1000 * (time.monotonic() - t), 1)
+            row["full_scan_namespaces"] = scanned
             added, removed = [], []
             for i in range(probes):
                 progress(f"{n} namespaces: add/remove probe {i + 1}/{probes}")
@@ -124,6 +130,7 @@ COLUMNS = [
     ("rss_mib", "RSS (MiB)"),
     ("descriptors", "descriptors"),
     ("child_processes", "child processes"),
+    ("full_scan_ms", "full backstop scan (ms)"),
     ("status_json_s", "status --json (s)"),
     ("metrics_scrape_s", "metrics scrape (s)"),
 ]
