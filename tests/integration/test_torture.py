@@ -38,4 +38,6 @@ def test_quick_torture_loses_reorders_duplicates_and_misdelivers_nothing(tmp_pat
     assert rows["slow_receiver"]["facts"]["accepted_vs_plain"] <= 2
     slow = rows["slow_receiver"]["facts"]
     assert slow["plain"]["eagain"] > 0  # plain TCP pushes back on a sender
-    assert report["controller_counters"]["redirected_bytes"] > 0
+    # Each scenario's own counters (churn's above, release's here), not the
+    # run's final ones: release restarts the controller and its idle pins go.
+    assert rel["redirected_bytes"] > 0

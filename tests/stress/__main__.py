@@ -171,7 +171,7 @@ def main(profile: str, repeat: int, only: tuple[str, ...], seed: int | None, jso
     console.print(f"faults injected: {t['faults_injected']}")
     console.print(
         f"{t['connections']} connections, {t['bytes_verified']} bytes verified, {t['faults']} faults; "
-        f"redirected {final.get('redirected_bytes', 0)} bytes; peak RSS {report['peak_rss_mib']} MiB; seed {seed}"
+        f"redirected by the last controller (since it started) {final.get('redirected_bytes', 0)} bytes; peak RSS {report['peak_rss_mib']} MiB; seed {seed}"
     )
     if json_path:
         with open(json_path, "w") as f:
