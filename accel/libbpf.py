@@ -187,22 +187,9 @@ def map_keys(fd: int, key_type: type) -> Iterator:
 
 
 def map_count(fd: int) -> int:
-    """Number of keys in any map, whatever its key type (read from the map).
-    Two key buffers take turns, so the walk makes no Python object per key
-    (a sockhash of 200,000 sockets is counted on every metrics scrape)."""
-    lib = _Lib.get()
+    """Number of keys in any map, whatever its key type (read from the map)."""
     raw = ctypes.c_ubyte * int(map_info(fd)["key_size"])
-    bufs = (raw(), raw())
-    refs = (ctypes.byref(bufs[0]), ctypes.byref(bufs[1]))
-    get_next = lib.bpf_map_get_next_key
-    ret = get_next(fd, None, refs[0])
-    n = 0
-    while ret == 0:
-        n += 1
-        ret = get_next(fd, refs[(n & 1) ^ 1], refs[n & 1])
-    if ret != -errno.ENOENT:
-        _check(ret, "map iteration")
-    return n
+    return sum(1 for _ in map_keys(fd, raw))
 
 
 def prog_attach(prog_fd: int, target_fd: int, attach_type: int, flags: int = 0) -> None:
