@@ -54,7 +54,10 @@ def check_redirected(ctl, client, server, write_size=64 * 1024):
     assert d["redirected_bytes"] + d["fallback_bytes"] <= len(ab) + len(ba)
     if d["fallback_wait"] == 0:
         assert d["redirected_bytes"] == len(ab) + len(ba)
-    assert d["redirected_bytes"] >= (len(ab) + len(ba)) // 2, d
+    # Below the bound a connection starts with (512 KiB allowance plus the
+    # buffers) no sender waits: at least that much of each direction went
+    # through the fast path, however slow the readers were afterwards.
+    assert d["redirected_bytes"] >= 2 * (512 << 10), d
     return d["redirected_msgs"]
 
 

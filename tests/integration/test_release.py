@@ -14,6 +14,7 @@ import time
 import urllib.request
 
 from accel.maps import PinnedMaps
+from tests.waiting import wait_for
 
 from .test_small_writes import MSG
 from .traffic import connected_pair
@@ -39,15 +40,6 @@ def in_map(ctl, sock) -> bool:
     """Whether this socket (by its addresses) is in the sockhash."""
     local, remote = sock.getsockname()[:2], sock.getpeername()[:2]
     return any((e[1], e[2], e[3], e[4]) == (local[0], local[1], remote[0], remote[1]) for e in ctl.sockets())
-
-
-def wait_until(what: str, predicate, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"not within {timeout} s: {what}")
 
 
 def small_writes(sock, n: int = BURST, start: int = 0) -> bytes:
@@ -81,7 +73,7 @@ def test_a_connection_that_moved_to_tcp_leaves_the_map_both_ends(fresh_env):
     sent = small_writes(client)
     reader.join(30)
     assert bytes(got) == sent, "lost or reordered at the move to TCP"
-    wait_until("both ends out of the sockhash", lambda: not in_map(ctl, client) and not in_map(ctl, server))
+    wait_for(lambda: not in_map(ctl, client) and not in_map(ctl, server), "both ends out of the sockhash")
     text = metrics(ctl)
     assert metric(text, "accel_released_sockets_total", 'reason="small_writes"') == 2
     assert metric(text, "accel_release_events_total", 'reason="small_writes"') == 1
@@ -113,14 +105,14 @@ def test_a_receiver_holding_unread_redirected_bytes_is_never_released(fresh_env)
     assert ctl.counters()["redirected_bytes"] - before["redirected_bytes"] == len(redirected)
     # The server reads nothing while the client moves to TCP for good.
     via_tcp = small_writes(client)
-    wait_until("the client (nothing queued for it) released", lambda: not in_map(ctl, client))
+    wait_for(lambda: not in_map(ctl, client), "the client (nothing queued for it) released")
     time.sleep(2.0)  # past the grace period, many rechecks later
     assert in_map(ctl, server), "released while it held unread redirected bytes: they would be dropped"
     assert metric(metrics(ctl), "accel_releases_pending") == 1
     # The reader catches up: every byte, in order, and then the server goes too.
     assert read_exactly(server, len(redirected)) == redirected
     assert read_exactly(server, len(via_tcp)) == via_tcp
-    wait_until("the server released once it read its queue", lambda: not in_map(ctl, server))
+    wait_for(lambda: not in_map(ctl, server), "the server released once it read its queue")
     assert metric(metrics(ctl), "accel_released_sockets_total", 'reason="small_writes"') == 2
     server.sendall(b"x" * 100_000)
     assert read_exactly(client, 100_000) == b"x" * 100_000
@@ -139,7 +131,7 @@ def test_a_controller_killed_mid_release_leaves_marks_the_next_one_finishes(fres
     reader.join(30)
     assert bytes(reader_got) == sent
     with PinnedMaps(ctl.pin_dir) as maps:
-        wait_until("both keys marked retiring", lambda: len(maps.retiring_keys()) == 2)
+        wait_for(lambda: len(maps.retiring_keys()) == 2, "both keys marked retiring")
         assert maps.flow_config().retiring == 2
     # The peer is marked: its next send moves it to TCP (counted), in order.
     before = ctl.counters()
@@ -153,7 +145,7 @@ def test_a_controller_killed_mid_release_leaves_marks_the_next_one_finishes(fres
     with PinnedMaps(ctl.pin_dir) as maps:
         assert len(maps.retiring_keys()) == 2, "the marks outlive the controller"
     ctl.start()  # default grace: it resumes the marked connection
-    wait_until("released by the next controller", lambda: not in_map(ctl, client) and not in_map(ctl, server))
+    wait_for(lambda: not in_map(ctl, client) and not in_map(ctl, server), "released by the next controller")
     with PinnedMaps(ctl.pin_dir) as maps:
         assert maps.retiring_keys() == [] and maps.flow_config().retiring == 0
     client.sendall(b"done" * 10_000)
