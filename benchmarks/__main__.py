@@ -7,6 +7,7 @@ and PNG plots. Exit 1 when a measurement failed (the report says which).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -48,12 +49,24 @@ def write_results(raw: dict, out_dir: str) -> tuple[str, list[str]]:
     multiple=True,
     help="Pass this option to `accel run` (repeat for more), e.g. --accel-arg=--node-tcp-budget=268435456.",
 )
+@click.option("--seconds", type=click.FloatRange(0.5, 600), default=None, help="Seconds per measurement, instead of the profile's.")
+@click.option("--repeats", type=click.IntRange(1, 100), default=None, help="Repeats per cell, instead of the profile's.")
 @click.option(
     "--program-cost",
     is_flag=True,
     help="Also measure what each BPF program costs per run (kernel run-time statistics: they slow every run a little, so compare such runs with each other).",
 )
-def main(profile: str, out_dir: str | None, pin: bool, only: tuple[str, ...], report_only: str | None, accel_args: tuple[str, ...], program_cost: bool) -> None:
+def main(
+    profile: str,
+    out_dir: str | None,
+    pin: bool,
+    only: tuple[str, ...],
+    report_only: str | None,
+    accel_args: tuple[str, ...],
+    seconds: float | None,
+    repeats: int | None,
+    program_cost: bool,
+) -> None:
     console = Console(stderr=True)
     if report_only:
         with open(os.path.join(report_only, "raw.json")) as f:
@@ -64,6 +77,10 @@ def main(profile: str, out_dir: str | None, pin: bool, only: tuple[str, ...], re
         console.print("benchmarks: needs root (it runs the accelerator and makes namespaces and cgroups) - run it as root: scripts/bench")
         sys.exit(77)
     prof = PROFILES[profile]()
+    if seconds is not None:
+        prof.settings = dataclasses.replace(prof.settings, seconds=seconds)
+    if repeats is not None:
+        prof.repeats = repeats
     if only:
         prof.workloads = [w for w in prof.workloads if any(o in w.key for o in only)]
         if not prof.workloads:
