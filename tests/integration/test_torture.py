@@ -32,7 +32,10 @@ def test_quick_torture_loses_reorders_duplicates_and_misdelivers_nothing(tmp_pat
     assert rows["controller_churn"]["facts"]["controller_actions"] >= 3
     assert rows["isolation"]["facts"]["namespaces"] >= 8
     assert rows["tuple_reuse"]["facts"]["reused_while_held"] > 0
-    assert rows["flow_control"]["facts"]["returned"] > 0
+    # One wait and one return, deterministically (flow_control's own are left
+    # to its random pauses in this profile; the soak requires them).
+    slow_facts = rows["slow_receiver"]["facts"]
+    assert slow_facts["moved_wait"] >= 1 and slow_facts["returned"] >= 1, slow_facts
     rel = rows["release"]["facts"]
     assert rel["not_released"] == 0 and rel["controller_kills"] >= 1 and rel["fallback_retiring"] > 0, rel
     assert rows["slow_receiver"]["facts"]["accepted_vs_plain"] <= 2

@@ -741,9 +741,11 @@ def flow_control(ctx: Ctx) -> Outcome:
     # A coverage check, not a rate: with 32 connections on two CPUs the soak
     # saw 18-25 moves and 3-5 returns (a sender that keeps writing into a
     # busy reader stays on TCP until it pauses, README limitation 8); the
-    # quick profile's 8 connections 2-4 moves and, with the tail sent after
-    # the reader caught up, 1-2 returns. A return implies a move.
-    if facts["returned"] < min(2, max(1, p.flow_conns // 8)):
+    # quick profile's 8 connections 1-4 moves. A return implies a move.
+    # The quick profile's 8 connections saw 0-3 returns (0 in about a third
+    # of the CI-like runs): there it only records them, and slow_receiver
+    # covers one wait and one return deterministically (test_torture).
+    if p.name == "soak" and facts["returned"] < 2:
         res.errors.append(f"{facts['moved_wait']} moves to WAIT and {facts['returned']} returns: the flow-control paths were hardly exercised")
     return Outcome(res, facts)
 
