@@ -227,7 +227,9 @@ class NetlinkEndpoints:
         return True
 
     def _drop(self, ns: NamespaceId) -> None:
-        w = self._watched.pop(ns)
+        w = self._watched.pop(ns, None)
+        if w is None:  # already dropped (an inotify event and its socket's error in one wait)
+            return
         with contextlib.suppress(KeyError, ValueError):
             self._sel.unregister(w.sock)
         w.close()
@@ -317,7 +319,9 @@ class NetlinkEndpoints:
             elif key.data == "inotify":
                 changed = self._on_inotify() or changed
             else:
-                w = key.data
+                w: _Namespace = key.data
+                if self._watched.get(w.ns) is not w:
+                    continue  # dropped earlier in this batch (its /run/netns entry went): its socket is closed
                 try:
                     changed = w.on_readable() or changed
                 except OSError as exc:
