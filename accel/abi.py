@@ -100,12 +100,14 @@ REASON_PEER_GONE = 2
 REASON_SMALL_WRITES = 3
 REASON_NO_PEER_INFO = 4
 REASON_RETIRING = 5
+REASON_SHUT = 6
 REASON_NAMES = {
     REASON_PEER_MISSING: "peer_missing",
     REASON_PEER_GONE: "peer_gone",
     REASON_SMALL_WRITES: "small_writes",
     REASON_NO_PEER_INFO: "no_peer_info",
     REASON_RETIRING: "retiring",
+    REASON_SHUT: "shut",
 }
 
 # What bpf/probe.c answers when it cannot read a socket's queue.
@@ -139,6 +141,7 @@ STAT_FIELDS = (
     "fallback_retiring",
     "fallback_small_writes",
     "events_lost",
+    "fallback_shut",
 )
 FALLBACK_MSG_FIELDS = (
     "fallback_peer_missing",
@@ -149,6 +152,7 @@ FALLBACK_MSG_FIELDS = (
     "fallback_no_peer_info",
     "fallback_retiring",
     "fallback_small_writes",
+    "fallback_shut",
 )
 
 

@@ -111,6 +111,7 @@ enum accel_reason {
 	ACCEL_REASON_SMALL_WRITES = 3,
 	ACCEL_REASON_NO_PEER_INFO = 4,
 	ACCEL_REASON_RETIRING = 5, /* its peer is being released */
+	ACCEL_REASON_SHUT = 6,	   /* it sent its FIN: TCP answers its sends with EPIPE */
 };
 
 /* What bpf/probe.c answers when it cannot read a socket's queue. */
@@ -156,6 +157,7 @@ struct stats {
 	__u64 fallback_retiring;     /* the peer's connection is being released: socket moves to TCP */
 	__u64 fallback_small_writes; /* a stream of small writes, where TCP is faster: socket moves to TCP */
 	__u64 events_lost;	     /* events the ring buffer had no room for (their connections stay in the map) */
+	__u64 fallback_shut;	     /* a send after the socket's own FIN: TCP fails it (EPIPE) */
 };
 
 #define ACCEL_AF_INET  2

@@ -70,12 +70,6 @@ static __always_inline int small_write_stream(struct sock_state *st, __u32 size)
 }
 #endif
 
-/* Redirected bytes queued on the peer, not read yet (kread.h). */
-static __always_inline __u32 peer_queued(__u64 peer_sk)
-{
-	return psock_queued(peer_sk);
-}
-
 /* What TCP would let this connection queue: the receiver's receive buffer
  * plus our send buffer, both as the kernel has sized them now (an
  * application's SO_RCVBUF/SO_SNDBUF included), or more once the allowance
@@ -162,6 +156,23 @@ static __always_inline void tcp_for_good(struct stats *s, struct sock_state *st,
 		STATS_ADD(s, events_lost, 1);
 }
 
+/* No peer to redirect to: on a first send the connection never had one
+ * (its other end is not accelerated); later, ``later`` says what was lost
+ * (the peer's address, or the peer itself). Either way, TCP for good. */
+static __always_inline void no_peer(struct stats *s, struct sock_state *st, __u32 later, __u32 size)
+{
+	__u32 reason = st->mode == ACCEL_MODE_NEW ? ACCEL_REASON_PEER_MISSING : later;
+
+	if (reason == ACCEL_REASON_PEER_MISSING)
+		STATS_ADD(s, fallback_peer_missing, 1);
+	else if (reason == ACCEL_REASON_PEER_GONE)
+		STATS_ADD(s, fallback_peer_gone, 1);
+	else
+		STATS_ADD(s, fallback_no_peer_info, 1);
+	STATS_ADD(s, fallback_bytes, size);
+	tcp_for_good(s, st, reason);
+}
+
 int accel_redir(struct sk_msg_md *msg)
 {
 	struct stats *s = stats_get(); /* one lookup per message, not one per counter */
@@ -186,19 +197,24 @@ int accel_redir(struct sk_msg_md *msg)
 		return SK_PASS;
 	}
 
+	/* A socket that sent its FIN (shutdown(SHUT_WR), or close() racing a
+	 * second thread) may send nothing more: TCP fails the send with EPIPE,
+	 * where a redirect would deliver bytes after the peer's EOF. The states
+	 * that may still send are ESTABLISHED and CLOSE_WAIT (only the peer shut
+	 * down). */
+	if (sk->state != BPF_TCP_ESTABLISHED && sk->state != BPF_TCP_CLOSE_WAIT) {
+		STATS_ADD(s, fallback_shut, 1);
+		STATS_ADD(s, fallback_bytes, size);
+		tcp_for_good(s, st, ACCEL_REASON_SHUT);
+		return SK_PASS;
+	}
+
 	/* The peer's address, once: its sockops recorded it before inserting it,
 	 * so a peer that is in the sockhash has one (LRU eviction aside). */
 	if (!st->peer_sk) {
 		ptr = sock_ptrs.lookup(&st->peer);
 		if (!ptr) {
-			if (st->mode == ACCEL_MODE_NEW) {
-				STATS_ADD(s, fallback_peer_missing, 1);
-				tcp_for_good(s, st, ACCEL_REASON_PEER_MISSING);
-			} else {
-				STATS_ADD(s, fallback_no_peer_info, 1);
-				tcp_for_good(s, st, ACCEL_REASON_NO_PEER_INFO);
-			}
-			STATS_ADD(s, fallback_bytes, size);
+			no_peer(s, st, ACCEL_REASON_NO_PEER_INFO, size);
 			return SK_PASS;
 		}
 		st->peer_sk = *ptr;
@@ -216,7 +232,7 @@ int accel_redir(struct sk_msg_md *msg)
 	}
 
 #ifndef ACCEL_NO_FLOW_CONTROL /* only to measure what flow control costs */
-	__u64 queued = peer_queued(st->peer_sk);
+	__u64 queued = psock_queued(st->peer_sk);
 	__u64 now = bpf_ktime_get_ns();
 
 	if (queued < st->q_expect) /* the peer read since our last redirect */
@@ -250,14 +266,7 @@ int accel_redir(struct sk_msg_md *msg)
 	 * socket at its other end can match it (accel.h, struct sock_key). */
 	verdict = sock_hash.msg_redirect_hash(msg, &st->peer, BPF_F_INGRESS);
 	if (verdict != SK_PASS) {
-		if (st->mode == ACCEL_MODE_NEW) {
-			STATS_ADD(s, fallback_peer_missing, 1);
-			tcp_for_good(s, st, ACCEL_REASON_PEER_MISSING);
-		} else {
-			STATS_ADD(s, fallback_peer_gone, 1);
-			tcp_for_good(s, st, ACCEL_REASON_PEER_GONE);
-		}
-		STATS_ADD(s, fallback_bytes, size);
+		no_peer(s, st, ACCEL_REASON_PEER_GONE, size);
 		return SK_PASS;
 	}
 	if (st->mode == ACCEL_MODE_WAIT) {

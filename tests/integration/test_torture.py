@@ -32,6 +32,7 @@ def test_quick_torture_loses_reorders_duplicates_and_misdelivers_nothing(tmp_pat
     assert rows["controller_churn"]["facts"]["controller_actions"] >= 3
     assert rows["isolation"]["facts"]["namespaces"] >= 8
     assert rows["tuple_reuse"]["facts"]["reused_while_held"] > 0
+    assert rows["half_close"]["facts"]["fallback_shut"] > 0  # sends raced the FIN and met the check
     # One wait and one return, deterministically (flow_control's own are left
     # to its random pauses in this profile; the soak requires them).
     slow_facts = rows["slow_receiver"]["facts"]

@@ -750,6 +750,93 @@ def flow_control(ctx: Ctx) -> Outcome:
     return Outcome(res, facts)
 
 
+# --- 13b. half-close racing senders ---------------------------------------------------------------------
+def _half_close_connection(c: socket.socket, s: socket.socket, conn_id: int, rng: random.Random, res: Result, lock: threading.Lock) -> None:
+    """Two threads take turns sending records while a third calls
+    shutdown(SHUT_WR) at a random moment, without their lock: the receiver
+    must get exactly the bytes that send() accepted, then EOF, and nothing
+    after EOF; each sender must then see EPIPE, as on TCP. A redirect after
+    the FIN would deliver bytes past the peer's EOF."""
+    stream, checker = Stream(conn_id, 64 << 20, seed=conn_id), Checker(conn_id)
+    send_lock = threading.Lock()
+    errors: list[str] = []
+    after_eof = bytearray()
+
+    def write(wrng: random.Random) -> None:
+        while True:
+            with send_lock:
+                chunk = stream.peek(io_size(wrng, 16))
+                try:
+                    n = c.send(chunk)
+                except BrokenPipeError:
+                    return
+                except OSError as exc:
+                    errors.append(f"send: {exc!r} (TCP fails a send after SHUT_WR with EPIPE)")
+                    return
+                stream.consume(n)
+
+    def read() -> None:
+        try:
+            while data := s.recv(1 << 16):
+                checker.feed(data)
+            # EOF: a late redirect would land now; look twice more.
+            for _ in range(2):
+                time.sleep(0.05)
+                s.setblocking(False)
+                with contextlib.suppress(BlockingIOError):
+                    after_eof.extend(s.recv(1 << 16))
+        except OSError as exc:
+            errors.append(f"recv: {exc!r}")
+
+    reader = threading.Thread(target=read)
+    writers = [threading.Thread(target=write, args=(random.Random(rng.getrandbits(32)),)) for _ in range(2)]
+    reader.start()
+    for t in writers:
+        t.start()
+    time.sleep(rng.uniform(0, 0.03))
+    c.shutdown(socket.SHUT_WR)
+    for t in writers:
+        t.join(30)
+    reader.join(30)
+    c.close()
+    s.close()
+    with lock:
+        res.connections += 1
+        res.bytes_sent += stream.produced
+        res.stalled += reader.is_alive() + sum(t.is_alive() for t in writers)
+        res.completed += not reader.is_alive()
+        res.errors += [f"half_close {conn_id}: {e}" for e in errors]
+        if after_eof:
+            res.errors.append(f"half_close {conn_id}: {len(after_eof)} bytes arrived after EOF")
+        if checker.received != stream.produced:
+            res.errors.append(f"half_close {conn_id}: received {checker.received} bytes, send() accepted {stream.produced}")
+        res.add_checked(checker, stream.produced, aborted=True, who="half_close receiver")
+
+
+def half_close(ctx: Ctx) -> Outcome:
+    """Connections whose sender shuts down its write side while two of its
+    threads are sending (pods and loopback): every accepted byte arrives,
+    in order, before EOF; none after; later sends fail with EPIPE."""
+    res, lock = Result(), threading.Lock()
+    before = _counters(ctx)
+    conns = ctx.profile.flow_conns * 4
+    for batch in range(0, conns, 8):
+        threads = []
+        for i in range(batch, min(conns, batch + 8)):
+            c, srv = _pod_or_loopback_pair(ctx, i)
+            args = (c, srv, ctx.rng.getrandbits(30), random.Random(ctx.rng.getrandbits(32)), res, lock)
+            threads.append(threading.Thread(target=_half_close_connection, args=args))
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(90)
+    d = _delta(before, _counters(ctx))
+    facts = {k: d.get(k, 0) for k in ("fallback_shut", "redirected_bytes", "fallback_bytes")}
+    if not facts["redirected_bytes"]:
+        res.errors.append("nothing was redirected: the scenario tested TCP")
+    return Outcome(res, facts)
+
+
 # --- 14. release: connections leave the sockhash mid-stream, both directions ---------------------
 RELEASE_BURST = 400  # 64 B writes: far past the 64 that reveal a stream
 RELEASE_GAP_NS = 20_000_000  # the burst's gap limit in this scenario's build: a writer thread may lose the GIL mid-burst
@@ -935,6 +1022,7 @@ SCENARIOS: dict[str, Callable[[Ctx], Outcome]] = {
     "small_writes": small_writes,
     "tuple_reuse": tuple_reuse,
     "flow_control": flow_control,
+    "half_close": half_close,
     # Last: it restarts the controller, whose idle pins (and counters) go
     # with it, so the run's final counters are this scenario's.
     "release": release,
