@@ -42,10 +42,11 @@ class Profile:
     reuse_conns: int
     flow_conns: int
     flow_bytes: int
+    slow_readers: int
 
 
-QUICK = Profile("quick", 1500, 300, 256 << 10, 600, 4 << 20, 3, 8, 2, 600, 8, 8 << 20)
-SOAK = Profile("soak", 20000, 1000, 1 << 20, 5000, 32 << 20, 10, 32, 10, 6000, 32, 24 << 20)
+QUICK = Profile("quick", 1500, 300, 256 << 10, 600, 4 << 20, 3, 8, 2, 600, 8, 8 << 20, 100)
+SOAK = Profile("soak", 20000, 1000, 1 << 20, 5000, 32 << 20, 10, 32, 10, 6000, 32, 24 << 20, 400)
 
 
 @dataclass
@@ -285,6 +286,90 @@ def slow_receiver(ctx: Ctx) -> Outcome:
         )
     if facts["moved_wait"] < 1:
         res.errors.append("the sender never waited on TCP: flow control did not act")
+    return Outcome(res, facts)
+
+
+# --- 5b. many slow readers at once --------------------------------------------------------------------
+READERS_IDLE_S = 1.0  # every sender has been refused for this long: the node holds what it will hold
+
+
+def _fill_many(pairs: list[tuple[socket.socket, socket.socket]], base: int) -> tuple[list[Stream], int, int]:
+    """Non-blocking senders push records into receivers that read nothing,
+    until no sender has got a byte in for READERS_IDLE_S. Returns the
+    streams, the node's TCP memory then (pages above ``base``) and the
+    senders that were pushed back (EAGAIN)."""
+    streams = [Stream(i, 1 << 40, seed=i) for i in range(len(pairs))]
+    refused = [False] * len(pairs)
+    for c, _ in pairs:
+        c.setblocking(False)
+    idle_since = time.monotonic()
+    while time.monotonic() - idle_since < READERS_IDLE_S:
+        progress = False
+        for i, (c, _) in enumerate(pairs):
+            try:
+                n = c.send(streams[i].peek(64 << 10))
+                streams[i].consume(n)
+                progress = True
+            except BlockingIOError:
+                refused[i] = True
+        if progress:
+            idle_since = time.monotonic()
+        else:
+            time.sleep(0.02)
+    return streams, _tcp_mem_pages() - base, sum(refused)
+
+
+def _drain_many(pairs: list[tuple[socket.socket, socket.socket]], streams: list[Stream], res: Result) -> None:
+    """Every receiver reads what its sender got accepted; every byte checked."""
+    for i, (c, srv) in enumerate(pairs):
+        c.close()  # after a FIN the receiver reads to EOF
+        checker = Checker(i)
+        srv.settimeout(30)
+        try:
+            while data := srv.recv(1 << 20):
+                checker.feed(data)
+        except OSError as exc:
+            res.errors.append(f"slow reader {i}: {exc!r}")
+        srv.close()
+        res.connections += 1
+        res.completed += 1
+        res.bytes_sent += streams[i].produced
+        if checker.received != streams[i].produced:
+            res.errors.append(f"slow reader {i}: read {checker.received} bytes, its sender got {streams[i].produced} accepted")
+        res.add_checked(checker, streams[i].produced, aborted=True, who=f"slow reader {i}")
+
+
+def _slow_readers_run(ctx: Ctx, accelerated: bool, res: Result) -> dict[str, Any]:
+    n = ctx.profile.slow_readers
+    cm = contextlib.nullcontext() if accelerated else _outside(ctx)
+    with cm:
+        base = _tcp_mem_pages()
+        pairs = [_pod_or_loopback_pair(ctx, i) for i in range(n)]
+        streams, pages, refused = _fill_many(pairs, base)
+        _drain_many(pairs, streams, res)
+    return {"tcp_mem_mib": round(pages * 4096 / 2**20, 1), "queued_mib": round(sum(s.produced for s in streams) / 2**20, 1), "pushed_back": refused}
+
+
+def many_slow_readers(ctx: Ctx) -> Outcome:
+    """Hundreds of receivers that read nothing at once, half between pods,
+    half on a pod's loopback: each sender must be pushed back (EAGAIN) as
+    on TCP, the node's TCP memory must stay within twice what plain TCP
+    takes for the same connections (measured in the same run), and every
+    byte must arrive once they read."""
+    res = Result()
+    before = _counters(ctx)
+    acc = _slow_readers_run(ctx, True, res)
+    d = _delta(before, _counters(ctx))
+    plain = _slow_readers_run(ctx, False, Result())
+    n = ctx.profile.slow_readers
+    ratio = round(acc["tcp_mem_mib"] / max(0.1, plain["tcp_mem_mib"]), 2)
+    facts = {"readers": n, "accelerated": acc, "plain": plain, "tcp_mem_vs_plain": ratio, "moved_wait": d.get("moved_wait", 0)}
+    if acc["pushed_back"] < n:
+        res.errors.append(f"{n - acc['pushed_back']} of {n} accelerated senders were never pushed back")
+    if ratio > 2:
+        res.errors.append(f"{n} slow readers held {acc['tcp_mem_mib']} MiB of node TCP memory, plain TCP {plain['tcp_mem_mib']} MiB")
+    if not d.get("redirected_bytes"):
+        res.errors.append("nothing was redirected: the scenario tested TCP")
     return Outcome(res, facts)
 
 
@@ -1014,6 +1099,7 @@ SCENARIOS: dict[str, Callable[[Ctx], Outcome]] = {
     "random_sizes": random_sizes,
     "abortive_close": abortive_close,
     "slow_receiver": slow_receiver,
+    "many_slow_readers": many_slow_readers,
     "socket_apis": socket_apis,
     "sockhash_full": sockhash_full,
     "controller_churn": controller_churn,
