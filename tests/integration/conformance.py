@@ -87,6 +87,14 @@ def _err(exc: OSError) -> str:
     return errno.errorcode.get(exc.errno or 0, repr(exc))
 
 
+def _recv_or_errno(sock: socket.socket, n: int, flags: int = 0) -> bytes | str:
+    """What one recv() gives: its bytes, or the errno's name."""
+    try:
+        return sock.recv(n, flags)
+    except OSError as exc:
+        return _err(exc)
+
+
 def _readable(sock: socket.socket, timeout: float = SETTLE) -> bool:
     return bool(select.select([sock], [], [], timeout)[0])
 
@@ -259,11 +267,7 @@ def close_with_unread_data_reader(net: Net) -> dict[str, Any]:
     time.sleep(SETTLE)
     server.close()
     time.sleep(SETTLE)
-    try:
-        got: Any = client.recv(10)
-    except OSError as exc:
-        got = _err(exc)
-    return {"recv": got}
+    return {"recv": _recv_or_errno(client, 10)}
 
 
 def so_linger_zero(net: Net) -> dict[str, Any]:
@@ -274,38 +278,40 @@ def so_linger_zero(net: Net) -> dict[str, Any]:
     client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     client.close()
     time.sleep(SETTLE)
-    try:
-        got: Any = server.recv(10)
-    except OSError as exc:
-        got = _err(exc)
-    return {"recv": got}
+    return {"recv": _recv_or_errno(server, 10)}
 
 
 # --- urgent data -------------------------------------------------------------------
 
 
-def urgent_data(net: Net) -> dict[str, Any]:
-    """MSG_OOB after a read-up exchange: select's exceptional set, POLLPRI,
-    SIOCATMARK before and at the mark, recv(MSG_OOB) gets the urgent byte,
-    and the in-band stream does not contain it."""
+def _send_urgent(net: Net, inline: bool = False) -> tuple[socket.socket, bool]:
+    """A pair that exchanged and read a little, then "ab", urgent "!", "cd";
+    returns the receiving end and whether select() saw an exceptional
+    condition on it."""
     client, server = net.pair()
+    if inline:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_OOBINLINE, 1)
     client.sendall(b"hello")
     _recv_exactly(server, 5)
     client.send(b"ab")
     client.send(b"!", socket.MSG_OOB)
     client.send(b"cd")
     time.sleep(SETTLE)
-    exceptional = bool(select.select([], [], [server], SETTLE)[2])
+    return server, bool(select.select([], [], [server], SETTLE)[2])
+
+
+def urgent_data(net: Net) -> dict[str, Any]:
+    """MSG_OOB after a read-up exchange: select's exceptional set, POLLPRI,
+    SIOCATMARK before and at the mark, recv(MSG_OOB) gets the urgent byte,
+    and the in-band stream does not contain it."""
+    server, exceptional = _send_urgent(net)
     poller = select.poll()
     poller.register(server, select.POLLIN | select.POLLPRI)
     pri = any(ev & select.POLLPRI for _, ev in poller.poll(int(SETTLE * 1000)))
     mark_first = _ioctl_int(server, SIOCATMARK)
     before_mark = _recv_exactly(server, 2)
     at_mark = _ioctl_int(server, SIOCATMARK)
-    try:
-        oob: Any = server.recv(1, socket.MSG_OOB)
-    except OSError as exc:
-        oob = _err(exc)
+    oob = _recv_or_errno(server, 1, socket.MSG_OOB)
     rest = _recv_exactly(server, 2)
     return {
         "exceptional": exceptional,
@@ -320,15 +326,7 @@ def urgent_data(net: Net) -> dict[str, Any]:
 
 def urgent_inline(net: Net) -> dict[str, Any]:
     """SO_OOBINLINE: the urgent byte stays in the stream, at its place."""
-    client, server = net.pair()
-    server.setsockopt(socket.SOL_SOCKET, socket.SO_OOBINLINE, 1)
-    client.sendall(b"hello")
-    _recv_exactly(server, 5)
-    client.send(b"ab")
-    client.send(b"!", socket.MSG_OOB)
-    client.send(b"cd")
-    time.sleep(SETTLE)
-    exceptional = bool(select.select([], [], [server], SETTLE)[2])
+    server, exceptional = _send_urgent(net, inline=True)
     return {"exceptional": exceptional, "stream": _recv_exactly(server, 5)}
 
 
