@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from accel.netns import socket_in
 from accel.selftest import splice_probe
 
 SIOCINQ = 0x541B  # FIONREAD
@@ -43,33 +44,44 @@ HOLD_CHECK = 0.05
 
 @dataclass
 class Net:
-    """Pairs of one family in the current cgroup. ``check`` (accelerated
-    runs) asserts a new pair is in the sockhash; ``made`` keeps every socket
-    for closing."""
+    """Pairs of one family in the current cgroup: on loopback in this
+    process's namespace, or (``server_addr`` with the namespaces) between
+    two pods. ``check`` (accelerated runs) asserts a new pair is in the
+    sockhash; ``made`` keeps every socket for closing."""
 
     family: int
     check: Callable[[socket.socket, socket.socket], None] | None = None
+    server_addr: str | None = None
+    server_ns: str | None = None
+    client_ns: str | None = None
     made: list[socket.socket] = field(default_factory=list)
 
     @property
-    def loopback(self) -> str:
+    def address(self) -> str:
+        if self.server_addr:
+            return self.server_addr
         return "::1" if self.family == socket.AF_INET6 else "127.0.0.1"
 
     def listener(self) -> socket.socket:
-        lst = socket.socket(self.family, socket.SOCK_STREAM)
-        lst.bind((self.loopback, 0))
+        lst = socket_in(self.server_ns, self.family)
+        lst.bind((self.address, 0))
         lst.listen(8)
         self.made.append(lst)
         return lst
+
+    def connect(self, lst: socket.socket) -> socket.socket:
+        """A client socket connected to ``lst``, blocking, 30 s timeout."""
+        client = socket_in(self.client_ns, self.family)
+        self.made.append(client)
+        client.settimeout(30)
+        client.connect(lst.getsockname()[:2])
+        return client
 
     def pair(self) -> tuple[socket.socket, socket.socket]:
         """(client, server), blocking with a 30 s safety timeout unless a
         probe sets its own."""
         lst = self.listener()
-        client = socket.socket(self.family, socket.SOCK_STREAM)
-        self.made.append(client)
-        client.settimeout(30)
-        client.connect(lst.getsockname()[:2])
+        client = self.connect(lst)
         server, _ = lst.accept()
         self.made.append(server)
         server.settimeout(30)
@@ -442,7 +454,7 @@ def msg_more(net: Net) -> dict[str, Any]:
 
 
 def sendfile_(net: Net) -> dict[str, Any]:
-    """os.sendfile from a file: the bytes arrive intact."""
+    """sendfile(2) from a file: the bytes arrive intact."""
     client, server = net.pair()
     data = os.urandom(3 << 20)
     with tempfile.TemporaryFile() as f:
@@ -451,9 +463,8 @@ def sendfile_(net: Net) -> dict[str, Any]:
         got: dict[str, bytes] = {}
         t = threading.Thread(target=lambda: got.update(d=_recv_exactly(server, len(data))), daemon=True)
         t.start()
-        off = 0
-        while off < len(data):
-            off += os.sendfile(client.fileno(), f.fileno(), off, len(data) - off)
+        f.seek(0)
+        client.sendfile(f)  # os.sendfile, waiting for room between calls
         t.join(30)
     return {"intact": got.get("d") == data}
 
@@ -544,7 +555,9 @@ def asyncio_streams(net: Net) -> dict[str, Any]:
 
         srv = await asyncio.start_server(echo, sock=lst)
         async with srv:
-            reader, writer = await asyncio.open_connection(*lst.getsockname()[:2])
+            client = net.connect(lst)
+            client.setblocking(False)
+            reader, writer = await asyncio.open_connection(sock=client)
             lines = []
             for i in range(50):
                 writer.write(b"line %d\n" % i)

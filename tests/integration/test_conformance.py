@@ -12,12 +12,14 @@ from typing import Any
 
 import pytest
 
-from accel.sandbox import Controller, inside, private_cgroup
+from accel.sandbox import Controller, Topology, inside, pods, private_cgroup
 
 from . import conformance
 from .conformance import Net
 
-FAMILIES = {"ipv4": socket.AF_INET, "ipv6": socket.AF_INET6}
+# Where a pair lives: both ends on loopback in this process's namespace, or
+# in two pods (namespaces on one bridge), client in the first.
+PATHS = ("loopback-ipv4", "loopback-ipv6", "pods-ipv4", "pods-ipv6")
 
 # Observable results that differ on this kernel (6.18), as (plain TCP,
 # accelerated), both pinned. Each is a README limitation; the reason is in
@@ -53,14 +55,15 @@ SEND_LIMIT_FACTOR = 2.0
 
 @pytest.fixture(scope="module")
 def twin(tmp_path_factory):
-    """A plain cgroup and an accelerated one; the test moves this process
-    into each in turn, so that the same probe makes plain and accelerated
-    sockets."""
-    with private_cgroup("plain") as plain, private_cgroup("conf") as cg:
+    """A plain cgroup and an accelerated one, and two pods; the test moves
+    this process into each cgroup in turn, so that the same probe makes
+    plain and accelerated sockets."""
+    with private_cgroup("plain") as plain, private_cgroup("conf") as cg, pods(2, subnet=217) as topo:
         ctl = Controller(cg, tmp_path_factory.mktemp("state"))
         try:
             ctl.start()
-            yield plain, cg, ctl
+            ctl.wait_endpoints(*(p.ipv4 for p in topo.pods), *(p.ipv6 for p in topo.pods))
+            yield plain, cg, ctl, topo
         finally:
             ctl.close()
 
@@ -75,24 +78,33 @@ def _in_map(ctl: Controller):
     return check
 
 
-def _run(probe, family: int, check=None) -> dict[str, Any]:
-    net = Net(family, check)
+def _net(path: str, topo: Topology, check=None) -> Net:
+    where, family = path.split("-")
+    fam = socket.AF_INET6 if family == "ipv6" else socket.AF_INET
+    if where == "loopback":
+        return Net(fam, check)
+    client, server = topo.pods
+    return Net(fam, check, server.ipv6 if fam == socket.AF_INET6 else server.ipv4, server.ns, client.ns)
+
+
+def _run(probe, path: str, topo: Topology, check=None) -> dict[str, Any]:
+    net = _net(path, topo, check)
     try:
         return probe(net)
     finally:
         net.close()
 
 
-@pytest.mark.parametrize("family", FAMILIES.values(), ids=FAMILIES.keys())
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("probe", conformance.PROBES, ids=[p.__name__.rstrip("_") for p in conformance.PROBES])
-def test_behaves_like_tcp(twin, probe, family):
-    plain_cg, accel_cg, ctl = twin
+def test_behaves_like_tcp(twin, probe, path):
+    plain_cg, accel_cg, ctl, topo = twin
     before = ctl.counters()
     with inside(plain_cg):
-        plain = _run(probe, family)
+        plain = _run(probe, path, topo)
     between = ctl.counters()
     with inside(accel_cg):
-        accel = _run(probe, family, _in_map(ctl))
+        accel = _run(probe, path, topo, _in_map(ctl))
     after = ctl.counters()
     assert between["established"] == before["established"], "the plain run met accel's programs"
     assert after["redirected_msgs"] > between["redirected_msgs"], "the accelerated run redirected nothing: it tested TCP"
