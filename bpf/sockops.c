@@ -87,15 +87,49 @@ static __always_inline void fill_state(struct sock_state *st, const struct sock_
  * ACCEL_WAIT_NOTSENT_LOWAT bytes unsent in its TCP write queue: a redirecting
  * socket has none, so it only ever matters on TCP, where it is TCP's own
  * option (an application could have set it) and the sender blocks sooner.
+ * Returns whether it set the limit (the socket's state remembers it).
  */
-static __always_inline void limit_unsent(struct bpf_sock_ops *skops)
+static __always_inline int limit_unsent(struct bpf_sock_ops *skops)
 {
 	int lowat = 0;
 
 	if (bpf_getsockopt(skops, SOL_TCP, TCP_NOTSENT_LOWAT, &lowat, sizeof(lowat)) == 0 && lowat == 0) {
 		lowat = ACCEL_WAIT_NOTSENT_LOWAT;
-		bpf_setsockopt(skops, SOL_TCP, TCP_NOTSENT_LOWAT, &lowat, sizeof(lowat));
+		return bpf_setsockopt(skops, SOL_TCP, TCP_NOTSENT_LOWAT, &lowat, sizeof(lowat)) == 0;
 	}
+	return 0;
+}
+
+/*
+ * A socket on TCP for good never waits to come back, so the limit above only
+ * costs it: with it, a released 64 B stream between pods ran at 0.71-0.89x
+ * of plain TCP, without it 0.99-1.03x (benchmarks/RESULTS.md). sk_msg, which
+ * makes the move, cannot set socket options; the first ACK of the socket's
+ * TCP bytes runs this (RTT callback, asked for only by sockets whose limit
+ * is ours): once the socket is on TCP for good, its limit goes back to the
+ * kernel's default (0: none) and the callback is switched off, so that the
+ * socket then costs what a plain one costs. While it redirects or waits, the
+ * run only looks at its mode.
+ */
+static __always_inline void on_tcp_ack(struct bpf_sock_ops *skops)
+{
+	struct bpf_sock *sk = skops->sk;
+	struct sock_state *st;
+	int none = 0, lowat = 0;
+
+	if (!sk)
+		return;
+	st = sock_states.sk_storage_get(sk, 0, 0);
+	if (st && st->mode != ACCEL_MODE_TCP)
+		return;
+	/* Undone only if it is still ours: the application may have set its
+	 * own since. */
+	if (st && st->lowat_ours && bpf_getsockopt(skops, SOL_TCP, TCP_NOTSENT_LOWAT, &lowat, sizeof(lowat)) == 0 &&
+	    lowat == ACCEL_WAIT_NOTSENT_LOWAT)
+		bpf_setsockopt(skops, SOL_TCP, TCP_NOTSENT_LOWAT, &none, sizeof(none));
+	if (st)
+		st->lowat_ours = 0;
+	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags & ~BPF_SOCK_OPS_RTT_CB_FLAG);
 }
 
 static __always_inline void on_established(struct bpf_sock_ops *skops)
@@ -151,9 +185,14 @@ static __always_inline void on_established(struct bpf_sock_ops *skops)
 
 	err = sock_hash.sock_hash_update(skops, &key, BPF_NOEXIST);
 	if (err == 0) {
-		limit_unsent(skops);
-		/* Be told when the connection reaches CLOSE, to drop our address. */
-		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
+		/* Be told when the connection reaches CLOSE, to drop our address,
+		 * and, if the unsent limit is ours, of ACKs (on_tcp_ack). */
+		__u32 flags = BPF_SOCK_OPS_STATE_CB_FLAG;
+
+		st->lowat_ours = limit_unsent(skops);
+		if (st->lowat_ours)
+			flags |= BPF_SOCK_OPS_RTT_CB_FLAG;
+		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | flags);
 		STATS_ADD(s, inserted, 1);
 		return;
 	}
@@ -207,6 +246,9 @@ int accel_sockops(struct bpf_sock_ops *skops)
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
 	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
 		on_established(skops);
+		break;
+	case BPF_SOCK_OPS_RTT_CB:
+		on_tcp_ack(skops);
 		break;
 	case BPF_SOCK_OPS_STATE_CB:
 		if (skops->args[1] == BPF_TCP_CLOSE)
