@@ -81,7 +81,7 @@ class SockState(ctypes.Structure):
         ("peer_sk", ctypes.c_uint64),
         ("wait_since", ctypes.c_uint64),
         ("q_expect", ctypes.c_uint32),
-        ("lowat_ours", ctypes.c_uint32),
+        ("pad", ctypes.c_uint32),
         ("read_ns", ctypes.c_uint64),
     ]
 

@@ -92,8 +92,8 @@ struct sock_state {
 	__u64 peer_sk;	      /* the peer's, once known (0 before) */
 	__u64 wait_since;     /* when the socket last moved to WAIT (ns) */
 	__u32 q_expect;	      /* the peer's queue after our last redirect, had it read nothing since */
-	__u32 lowat_ours;     /* sockops set TCP_NOTSENT_LOWAT (the application had not): undone on TCP for good */
-	__u64 read_ns;	      /* when we last saw the peer read (its queue below q_expect) */
+	__u32 pad;
+	__u64 read_ns; /* when we last saw the peer read (its queue below q_expect) */
 };
 
 /* What the controller tells the per-message program about the whole node. */

@@ -197,11 +197,10 @@ int accel_redir(struct sk_msg_md *msg)
 		return SK_PASS;
 	}
 
-	/* A socket that sent its FIN (shutdown(SHUT_WR), or close() racing a
-	 * second thread) may send nothing more: TCP fails the send with EPIPE,
-	 * where a redirect would deliver bytes after the peer's EOF. The states
-	 * that may still send are ESTABLISHED and CLOSE_WAIT (only the peer shut
-	 * down). */
+	/* A socket that sent its FIN (shutdown(SHUT_WR)) may send nothing more:
+	 * TCP fails the send with EPIPE, where a redirect would deliver bytes
+	 * after the peer's EOF. The states that may still send are ESTABLISHED
+	 * and CLOSE_WAIT (only the peer shut down). One ctx load per message. */
 	if (sk->state != BPF_TCP_ESTABLISHED && sk->state != BPF_TCP_CLOSE_WAIT) {
 		STATS_ADD(s, fallback_shut, 1);
 		STATS_ADD(s, fallback_bytes, size);

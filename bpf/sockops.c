@@ -87,7 +87,7 @@ static __always_inline void fill_state(struct sock_state *st, const struct sock_
  * ACCEL_WAIT_NOTSENT_LOWAT bytes unsent in its TCP write queue: a redirecting
  * socket has none, so it only ever matters on TCP, where it is TCP's own
  * option (an application could have set it) and the sender blocks sooner.
- * Returns whether it set the limit (the socket's state remembers it).
+ * Returns whether it set the limit.
  */
 static __always_inline int limit_unsent(struct bpf_sock_ops *skops)
 {
@@ -107,9 +107,10 @@ static __always_inline int limit_unsent(struct bpf_sock_ops *skops)
  * makes the move, cannot set socket options; the first ACK of the socket's
  * TCP bytes runs this (RTT callback, asked for only by sockets whose limit
  * is ours): once the socket is on TCP for good, its limit goes back to the
- * kernel's default (0: none) and the callback is switched off, so that the
- * socket then costs what a plain one costs. While it redirects or waits, the
- * run only looks at its mode.
+ * kernel's default (0: none) unless the application has set its own since,
+ * and the callback is switched off, so that the socket then costs what a
+ * plain one costs. While it redirects or waits, the run only looks at its
+ * mode.
  */
 static __always_inline void on_tcp_ack(struct bpf_sock_ops *skops)
 {
@@ -122,13 +123,9 @@ static __always_inline void on_tcp_ack(struct bpf_sock_ops *skops)
 	st = sock_states.sk_storage_get(sk, 0, 0);
 	if (st && st->mode != ACCEL_MODE_TCP)
 		return;
-	/* Undone only if it is still ours: the application may have set its
-	 * own since. */
-	if (st && st->lowat_ours && bpf_getsockopt(skops, SOL_TCP, TCP_NOTSENT_LOWAT, &lowat, sizeof(lowat)) == 0 &&
+	if (bpf_getsockopt(skops, SOL_TCP, TCP_NOTSENT_LOWAT, &lowat, sizeof(lowat)) == 0 &&
 	    lowat == ACCEL_WAIT_NOTSENT_LOWAT)
 		bpf_setsockopt(skops, SOL_TCP, TCP_NOTSENT_LOWAT, &none, sizeof(none));
-	if (st)
-		st->lowat_ours = 0;
 	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags & ~BPF_SOCK_OPS_RTT_CB_FLAG);
 }
 
@@ -189,8 +186,7 @@ static __always_inline void on_established(struct bpf_sock_ops *skops)
 		 * and, if the unsent limit is ours, of ACKs (on_tcp_ack). */
 		__u32 flags = BPF_SOCK_OPS_STATE_CB_FLAG;
 
-		st->lowat_ours = limit_unsent(skops);
-		if (st->lowat_ours)
+		if (limit_unsent(skops))
 			flags |= BPF_SOCK_OPS_RTT_CB_FLAG;
 		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | flags);
 		STATS_ADD(s, inserted, 1);

@@ -627,17 +627,7 @@ def small_writes(ctx: Ctx) -> Outcome:
     for i in range(max(8, p.churn_conns // 100)):
         # Same namespace (limit 2 KiB) and pod to pod (limit 128 B).
         local = i % 2 == 0
-        if local:
-            with entered(ctx.a.ns):
-                lst = socket.socket()
-                lst.bind(("127.0.0.1", 0))
-                lst.listen(1)
-                c = socket.create_connection(lst.getsockname(), timeout=30)
-                srv, _ = lst.accept()
-                lst.close()
-        else:
-            c, srv = _pair(ctx, accelerated=True)
-        srv.settimeout(30)
+        c, srv = _pod_or_loopback_pair(ctx, i)
         conn_id = rng.getrandbits(30)
         top = 11 if local else 7
         threads.append(threading.Thread(target=_one_way, args=(c, srv, conn_id, rng.randint(1 << 19, 2 << 20), top, res, lock)))
