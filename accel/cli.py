@@ -93,6 +93,14 @@ def _settings_or_exit(ctx: click.Context, **overrides: Any) -> Settings:
     help="Bytes of node TCP memory past which senders to receivers that hold data wait on TCP [0: the kernel's pressure threshold, tcp_mem].",
 )
 @click.option(
+    "--flow-growth-cap",
+    type=float,
+    default=Settings.flow_growth_cap,
+    show_default=True,
+    envvar="ACCEL_FLOW_GROWTH_CAP",
+    help="How far a sender may get ahead of a reader that keeps reading, in multiples of TCP's autotuning maximum (tcp_rmem + tcp_wmem max).",
+)
+@click.option(
     "--small-write-fallback/--no-small-write-fallback",
     default=Settings.small_write_fallback,
     show_default=True,
@@ -146,6 +154,7 @@ def run(
     rescan_interval: float,
     node_tcp_budget: int,
     budget_interval: float,
+    flow_growth_cap: float,
     small_write_fallback: bool,
     release: bool,
     release_grace: float,
@@ -175,6 +184,7 @@ def run(
         rescan_interval=rescan_interval,
         node_tcp_budget=node_tcp_budget,
         budget_interval=budget_interval,
+        flow_growth_cap=flow_growth_cap,
         small_write_fallback=small_write_fallback,
         release=release,
         release_grace=release_grace,

@@ -143,7 +143,7 @@ class Datapath:
             self._loaded.append(_Loaded(program, self._compile_and_load(program, cflags)))
         os.chmod(self.settings.pin_dir, 0o700)
         with PinnedMaps(self.settings.pin_dir) as maps:  # flow control's ceiling, before any message
-            maps.set_flow_config(max_bound=kernel.tcp_autotune_max())
+            maps.set_flow_config(max_bound=int(self.settings.flow_growth_cap * kernel.tcp_autotune_max()))
 
     def cflags(self) -> list[str]:
         """How the programs are built for this instance: its pin directory, map

@@ -50,6 +50,15 @@ class Settings:
     data wait on TCP (accel/budget.py); 0: the kernel's pressure threshold,
     net.ipv4.tcp_mem[1]."""
 
+    flow_growth_cap: float = 2.0
+    """How far ahead of its reader a sender may get while the reader keeps
+    reading, in multiples of what TCP's buffer autotuning lets a connection
+    queue (tcp_rmem max + tcp_wmem max). Past it the sender waits on TCP, and
+    on kernels from 6.16 a wait costs at least one retransmission timeout
+    (docs/DESIGN.md, flow control): 1x made bulk streams between pods wait
+    4.5 times per 3 s run (median), 2x 1.5-2 times (benchmarks/RESULTS.md).
+    A reader that does not read never grows it: it holds what TCP would let it."""
+
     budget_interval: float = 0.05
     """Seconds between reads of the node's TCP memory (/proc/net/sockstat)."""
 
@@ -103,6 +112,8 @@ class Settings:
             raise SettingsError(f"node-tcp-budget must be 0 (auto) or between 1 MiB and 16 TiB in bytes, got {self.node_tcp_budget!r}")
         if not isinstance(self.budget_interval, (int, float)) or not (0.01 <= self.budget_interval <= 60):
             raise SettingsError(f"budget-interval must be between 0.01 and 60 seconds, got {self.budget_interval!r}")
+        if not isinstance(self.flow_growth_cap, (int, float)) or not (1 <= self.flow_growth_cap <= 16):
+            raise SettingsError(f"flow-growth-cap must be between 1 and 16 (times TCP's autotuning maximum), got {self.flow_growth_cap!r}")
         if not isinstance(self.release_grace, (int, float)) or not (0.1 <= self.release_grace <= 60):
             raise SettingsError(f"release-grace must be between 0.1 and 60 seconds, got {self.release_grace!r}")
         if self.metrics_address is not None:

@@ -10,7 +10,7 @@ import struct
 import threading
 import time
 
-from accel import abi, libbpf
+from accel import abi, kernel, libbpf
 from accel.maps import PinnedMaps
 
 from .traffic import connected_pair
@@ -205,3 +205,14 @@ def test_down_with_open_connections_loses_nothing_then_cleans_up(fresh_env):
     assert '"removed": true' in res.stdout
     assert_nothing_left(ctl)
     assert not os.path.exists(ctl.state_dir)
+
+
+def test_flow_growth_cap_sets_the_datapath_ceiling(fresh_env):
+    ctl = fresh_env
+    ctl.start("--flow-growth-cap", "1.5")
+    with PinnedMaps(ctl.pin_dir) as maps:
+        assert maps.flow_config().max_bound == int(1.5 * kernel.tcp_autotune_max())
+    bad = ctl.cli("run", "--cgroup", ctl.cgroup, "--flow-growth-cap", "0.5", check=False)
+    assert bad.returncode != 0 and "flow-growth-cap must be between 1 and 16" in bad.stderr, bad.stderr
+    assert "Traceback" not in bad.stderr
+    assert ctl.stop() == 0

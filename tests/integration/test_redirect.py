@@ -9,6 +9,8 @@ import time
 
 import pytest
 
+from accel import kernel
+from accel.maps import PinnedMaps
 from accel.sandbox import pods
 
 from .traffic import assert_intact, connected_pair, exchange, payload
@@ -150,3 +152,13 @@ def test_iperf3_between_two_namespaces_shows_in_accel_status(accel_env, topo):
     assert redirected + waited >= sent
     assert redirected >= sent // 2, (redirected, waited, sent)
     assert sent > 0
+
+
+def test_the_datapath_lets_a_busy_reader_fall_twice_what_tcp_autotuning_allows_behind(accel_env):
+    """The ceiling of a reading receiver's allowance (bpf/redir.c,
+    receiver_over) is what the controller writes: by default twice TCP's
+    autotuning maximum, read from this machine's sysctls."""
+    with PinnedMaps(accel_env.pin_dir) as maps:
+        cfg = maps.flow_config()
+    assert cfg.max_bound == int(2.0 * kernel.tcp_autotune_max())
+    assert cfg.max_bound > 2 * (4 << 20), "tcp_rmem max + tcp_wmem max is megabytes on any default kernel"

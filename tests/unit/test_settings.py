@@ -26,6 +26,8 @@ def test_defaults_are_valid():
         ({"sockhash_size": True}, "integer"),
         ({"endpoints_size": 0}, "between"),
         ({"rescan_interval": 0}, "between"),
+        ({"flow_growth_cap": 0.5}, "between"),
+        ({"flow_growth_cap": 100}, "between"),
         ({"log_format": "xml"}, "console"),
         ({"cgroup": ""}, "path"),
     ],
