@@ -90,6 +90,17 @@ class FlowConfig(ctypes.Structure):
     _fields_ = [("node_over", ctypes.c_uint32), ("max_bound", ctypes.c_uint32), ("retiring", ctypes.c_uint32), ("pad", ctypes.c_uint32)]
 
 
+class ConnFlow(ctypes.Structure):
+    _fields_ = [
+        ("mode", ctypes.c_uint32),
+        ("reason", ctypes.c_uint32),
+        ("waits", ctypes.c_uint32),
+        ("returns", ctypes.c_uint32),
+        ("wait_ns", ctypes.c_uint64),
+        ("changed_ns", ctypes.c_uint64),
+    ]
+
+
 class AccelEvent(ctypes.Structure):
     _fields_ = [("key", SockKey), ("reason", ctypes.c_uint32), ("pad", ctypes.c_uint32), ("ns", ctypes.c_uint64)]
 
@@ -167,6 +178,7 @@ MIRRORS: dict[str, type[ctypes.Structure]] = {
     "endpoint_value": EndpointValue,
     "sock_state": SockState,
     "flow_config": FlowConfig,
+    "conn_flow": ConnFlow,
     "accel_event": AccelEvent,
     "stats": Stats,
 }
@@ -177,6 +189,7 @@ MODE_NEW = 0
 MODE_REDIRECT = 1
 MODE_TCP = 2
 MODE_WAIT = 3
+MODE_NAMES = {MODE_NEW: "new", MODE_REDIRECT: "redirect", MODE_TCP: "tcp", MODE_WAIT: "wait"}
 
 
 def mirror(key: SockKey) -> SockKey:
@@ -260,6 +273,8 @@ class Connection:
     a: tuple[str, int]
     b: tuple[str, int]
     both_in_map: bool
+    a_id: Identity | None = None  # which sockets: end A's identity, and end B's
+    b_id: Identity | None = None
 
 
 def pair_connections(entries: list[SockEntry]) -> list[Connection]:
@@ -273,5 +288,5 @@ def pair_connections(entries: list[SockEntry]) -> list[Connection]:
         peer = by_identity.get(e.peer_identity())
         if peer is not None:
             seen.add(peer.identity())
-        conns.append(Connection(e.netns, (e.local, e.local_port), (e.remote, e.remote_port), peer is not None))
+        conns.append(Connection(e.netns, (e.local, e.local_port), (e.remote, e.remote_port), peer is not None, e.identity(), e.peer_identity()))
     return conns

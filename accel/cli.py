@@ -247,7 +247,9 @@ def status(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 @friendly
 def conns(ctx: click.Context, as_json: bool) -> None:
-    """The accelerated connections: both ends, and the netns of loopback ones."""
+    """The accelerated connections: both ends, the netns of loopback ones, and
+    each end's path (redirect, wait on TCP, TCP for good and why), its waits
+    and returns; released connections (plain TCP now, still open) last."""
     settings = _settings_or_exit(ctx)
     kernel.require_root("accel conns (the pins are root-only)")
     model = control.connections(settings)
@@ -256,12 +258,28 @@ def conns(ctx: click.Context, as_json: bool) -> None:
         click.echo(json.dumps(model, indent=2))
         return
     table = Table(show_header=True, header_style="bold")
-    for col in ("end A", "end B", "netns", "both ends"):
+    for col in ("end A", "end B", "netns", "both ends", "A sends by", "B sends by"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r["a"], r["b"], r["netns"] or "(by address)", "yes" if r["both_ends_accelerated"] else "no")
+        both = "released" if r["released"] else ("yes" if r["both_ends_accelerated"] else "no")
+        table.add_row(r["a"], r["b"], r["netns"] or "(by address)", both, _path_text(r["a_path"]), _path_text(r["b_path"]))
     out.print(table)
-    out.print(f"{len(rows)} connections, {model['sockets']} sockets")
+    out.print(f"{len(rows)} connections ({model['released']} released), {model['sockets']} sockets in the fast path")
+
+
+def _path_text(path: dict) -> str:
+    """``redirect``, ``wait 0.2 s``, ``tcp (small_writes)``, and the waits
+    and returns behind them: one cell of `accel conns`."""
+    mode = path["mode"]
+    if mode == "tcp":
+        text = f"tcp ({path['reason']})" if path["reason"] else "tcp"
+    elif mode == "wait" and path["since_s"] is not None:
+        text = f"wait {path['since_s']:.1f} s"
+    else:
+        text = mode
+    if path["waits"]:
+        text += f"; {path['waits']} waits, {path['returns']} back after {path['waited_s']:.3f} s"
+    return text
 
 
 @main.command()

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from . import kernel, libbpf
-from .abi import POLICY_NAMES, STAT_FIELDS, pair_connections
+from .abi import MODE_NAMES, POLICY_NAMES, REASON_NAMES, STAT_FIELDS, Connection, ConnFlow, pair_connections
 from .errors import AccelError, NotRunningError, SettingsError
 from .maps import PinnedMaps, pinned_map_count
 from .netns import cookie_names
@@ -250,24 +250,50 @@ def status(settings: Settings) -> dict[str, Any]:
 
 
 def connections(settings: Settings) -> dict[str, Any]:
-    """The accelerated connections (`accel conns`): both ends of each, and the
-    namespace of loopback ones."""
+    """The accelerated connections (`accel conns`): both ends of each, the
+    namespace of loopback ones, and each end's path (redirecting, waiting on
+    TCP, or on TCP for good and why, with its waits and returns); then the
+    connections that were released (out of the sockhash, plain TCP, open)."""
     if not PinnedMaps.exists(settings.pin_dir):
         raise NotRunningError(f"conns: nothing pinned at {settings.pin_dir}", fix="start it with `accel run`")
     with PinnedMaps(settings.pin_dir) as maps:
         entries = maps.sockets()
-    names = cookie_names() if any(e.netns for e in entries) else {}
-    rows = [
-        {
+        flows = maps.conn_flows()
+    now = time.monotonic_ns()  # bpf_ktime_get_ns() is CLOCK_MONOTONIC
+    by_id = {e.identity(): f for e, f in flows}
+    in_map = {e.identity() for e in entries}
+    released = [e for e, _ in flows if e.identity() not in in_map]
+    names = cookie_names() if any(e.netns for e in (*entries, *released)) else {}
+
+    def row(c: Connection, is_released: bool) -> dict[str, Any]:
+        return {
             "a": _hostport(*c.a),
             "b": _hostport(*c.b),
             "netns_cookie": c.netns,
             "netns": (names.get(c.netns, "?") if c.netns else None),
-            "both_ends_accelerated": c.both_in_map,
+            "both_ends_accelerated": c.both_in_map and not is_released,
+            "released": is_released,
+            "a_path": _path(by_id.get(c.a_id) if c.a_id else None, now),
+            "b_path": _path(by_id.get(c.b_id) if c.b_id else None, now),
         }
-        for c in pair_connections(entries)
-    ]
-    return {"connections": rows, "sockets": len(entries)}
+
+    rows = [row(c, False) for c in pair_connections(entries)] + [row(c, True) for c in pair_connections(released)]
+    return {"connections": rows, "sockets": len(entries), "released": sum(r["released"] for r in rows)}
+
+
+def _path(flow: ConnFlow | None, now_ns: int) -> dict[str, Any]:
+    """One end's path, from its conn_flows entry (none: it never changed, so
+    everything it sent was redirected)."""
+    if flow is None:
+        return {"mode": "redirect", "reason": None, "waits": 0, "returns": 0, "waited_s": 0.0, "since_s": None}
+    return {
+        "mode": MODE_NAMES.get(flow.mode, str(flow.mode)),
+        "reason": REASON_NAMES.get(flow.reason, str(flow.reason)) if flow.reason else None,
+        "waits": flow.waits,
+        "returns": flow.returns,
+        "waited_s": round(flow.wait_ns / 1e9, 6),
+        "since_s": round(max(0, now_ns - flow.changed_ns) / 1e9, 3),
+    }
 
 
 def _hostport(host: str, port: int) -> str:

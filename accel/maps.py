@@ -21,6 +21,7 @@ from .abi import (
     MAP_TYPE_SK_STORAGE,
     MAP_TYPE_SOCKHASH,
     STAT_FIELDS,
+    ConnFlow,
     EndpointKey,
     EndpointValue,
     FlowConfig,
@@ -45,6 +46,7 @@ LAYOUTS: dict[str, tuple[int, int, int]] = {
     "flow": (MAP_TYPE_ARRAY, 4, ctypes.sizeof(FlowConfig)),
     "retiring": (MAP_TYPE_HASH, ctypes.sizeof(SockKey), 4),
     "events": (MAP_TYPE_RINGBUF, 0, 0),
+    "conn_flows": (MAP_TYPE_LRU_HASH, ctypes.sizeof(SockKey), ctypes.sizeof(ConnFlow)),
 }
 
 # flow_config is one value that two threads of the controller change (the
@@ -93,7 +95,7 @@ class PinnedMaps:
     """Open fds on an instance's pinned maps. Use as a context manager."""
 
     NAMES = ("sock_hash", "endpoints", "stats")  # opened at once
-    ALL_NAMES = (*NAMES, "sock_states", "sock_ptrs", "flow", "retiring", "events")
+    ALL_NAMES = (*NAMES, "sock_states", "sock_ptrs", "flow", "retiring", "events", "conn_flows")
 
     def __init__(self, pin_dir: str) -> None:
         self.pin_dir = pin_dir
@@ -228,6 +230,20 @@ class PinnedMaps:
         for key in keys:
             libbpf.map_delete(fd, key)
         self.set_flow_config(retiring=libbpf.map_count(fd))
+
+    # per-socket changes of path (accel conns)
+    def conn_flows(self) -> list[tuple[SockEntry, ConnFlow]]:
+        """Every socket that changed mode, by its own key (bpf/accel.h,
+        struct conn_flow). Empty when this instance's programs predate the map."""
+        if not os.path.exists(os.path.join(self.pin_dir, "conn_flows")):
+            return []
+        fd = self._fd("conn_flows", "read the sockets' changes of path")
+        out = []
+        for key in libbpf.map_keys(fd, SockKey):
+            val = ConnFlow()
+            if libbpf.map_lookup(fd, key, val):  # gone meanwhile (closed): skip
+                out.append((SockEntry.from_key(key), val))
+        return out
 
     def events_fd(self) -> int:
         return self._fd("events", "read datapath events")

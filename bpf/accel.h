@@ -96,6 +96,21 @@ struct sock_state {
 	__u64 read_ns; /* when we last saw the peer read (its queue below q_expect) */
 };
 
+/*
+ * What `accel conns` shows of one socket's path (conn_flows, by the socket's
+ * own key): written by sk_msg only when the socket changes mode, never per
+ * message, and read only by the controller. A socket that never changed has
+ * no entry: it has redirected every byte it sent.
+ */
+struct conn_flow {
+	__u32 mode;	  /* enum accel_sock_mode, since changed_ns */
+	__u32 reason;	  /* enum accel_reason of its move to TCP for good (0: none yet) */
+	__u32 waits;	  /* moves to WAIT */
+	__u32 returns;	  /* moves back from WAIT */
+	__u64 wait_ns;	  /* time spent in WAIT before those returns */
+	__u64 changed_ns; /* when the mode last changed (bpf_ktime_get_ns) */
+};
+
 /* What the controller tells the per-message program about the whole node. */
 struct flow_config {
 	__u32 node_over; /* node TCP memory above the budget: receivers past the floor wait on TCP */
@@ -159,6 +174,19 @@ struct stats {
 	__u64 events_lost;	     /* events the ring buffer had no room for (their connections stay in the map) */
 	__u64 fallback_shut;	     /* a send after the socket's own FIN: TCP fails it (EPIPE) */
 };
+
+/* A socket's own key from its peer's (struct sock_state.peer): the same
+ * connection seen from the other end. */
+static __always_inline void accel_mirror_key(const struct sock_key *peer, struct sock_key *out)
+{
+	out->netns = peer->netns;
+	__builtin_memcpy(out->local_ip, peer->remote_ip, sizeof(out->local_ip));
+	__builtin_memcpy(out->remote_ip, peer->local_ip, sizeof(out->remote_ip));
+	out->local_port = peer->remote_port;
+	out->remote_port = peer->local_port;
+	out->local_seq = peer->remote_seq;
+	out->remote_seq = peer->local_seq;
+}
 
 #define ACCEL_AF_INET  2
 #define ACCEL_AF_INET6 10

@@ -98,6 +98,13 @@ struct events_table_t {
 __attribute__((section("maps/ringbuf:" ACCEL_PIN_DIR "/events"))) struct events_table_t events = {
     .max_entries = ACCEL_EVENTS_BYTES};
 
+/* Each socket's changes of path (struct conn_flow, accel.h) by its own key,
+ * for `accel conns`: written when a socket changes mode, removed at
+ * TCP_CLOSE. LRU, sized like the sockhash: only sockets that changed mode
+ * have an entry, and losing the oldest only loses history. */
+BPF_TABLE_PINNED("lru_hash", struct sock_key, struct conn_flow, conn_flows, ACCEL_SOCKHASH_SIZE,
+		 ACCEL_PIN_DIR "/conn_flows");
+
 /* flow_config[0]: what the controller says about the node (struct flow_config). */
 BPF_TABLE_PINNED("array", u32, struct flow_config, flow, 1, ACCEL_PIN_DIR "/flow");
 

@@ -136,6 +136,31 @@ static __always_inline int may_return(const struct sock_state *st, const struct 
 	return queued <= (flow_bound(st) >> ACCEL_RETURN_SHIFT);
 }
 
+/*
+ * The socket changed mode: `accel conns` shows it (conn_flows, by our own
+ * key). Only on a change, never per message; the entry is ours alone (our
+ * socket lock is held), so its counts need no atomics. A map that is full
+ * evicts its oldest entry (LRU): only history is lost, never a decision, as
+ * nothing on the datapath reads this map.
+ */
+static __always_inline void note_mode(const struct sock_key *self, __u32 mode, __u32 reason, __u64 now, __u64 waited)
+{
+	struct conn_flow fresh = {};
+	struct conn_flow *cf = conn_flows.lookup_or_try_init((struct sock_key *)self, &fresh);
+
+	if (!cf)
+		return;
+	cf->mode = mode;
+	cf->changed_ns = now;
+	if (mode == ACCEL_MODE_WAIT)
+		cf->waits++;
+	else if (mode == ACCEL_MODE_REDIRECT) {
+		cf->returns++;
+		cf->wait_ns += waited;
+	} else if (mode == ACCEL_MODE_TCP)
+		cf->reason = reason;
+}
+
 /* The socket leaves the fast path for good (order-safe), and the controller
  * hears of it at once: its connection can then leave the sockhash. */
 static __always_inline void tcp_for_good(struct stats *s, struct sock_state *st, __u32 reason)
@@ -143,17 +168,21 @@ static __always_inline void tcp_for_good(struct stats *s, struct sock_state *st,
 	struct accel_event ev = {};
 
 	st->mode = ACCEL_MODE_TCP;
-	ev.key.netns = st->peer.netns;
-	__builtin_memcpy(ev.key.local_ip, st->peer.remote_ip, sizeof(ev.key.local_ip));
-	__builtin_memcpy(ev.key.remote_ip, st->peer.local_ip, sizeof(ev.key.remote_ip));
-	ev.key.local_port = st->peer.remote_port;
-	ev.key.remote_port = st->peer.local_port;
-	ev.key.local_seq = st->peer.remote_seq;
-	ev.key.remote_seq = st->peer.local_seq;
+	accel_mirror_key(&st->peer, &ev.key);
 	ev.reason = reason;
 	ev.ns = bpf_ktime_get_ns();
+	note_mode(&ev.key, ACCEL_MODE_TCP, reason, ev.ns, 0);
 	if (events.ringbuf_output(&ev, sizeof(ev), 0)) /* full: that connection is not released */
 		STATS_ADD(s, events_lost, 1);
+}
+
+/* Our own key, for note_mode() on the flow-control changes. */
+static __always_inline void note_flow(const struct sock_state *st, __u32 mode, __u64 now, __u64 waited)
+{
+	struct sock_key self;
+
+	accel_mirror_key(&st->peer, &self);
+	note_mode(&self, mode, 0, now, waited);
 }
 
 /* No peer to redirect to: on a first send the connection never had one
@@ -245,6 +274,7 @@ int accel_redir(struct sk_msg_md *msg)
 	} else if (receiver_over(st, cfg, queued, now)) {
 		st->mode = ACCEL_MODE_WAIT;
 		st->wait_since = now;
+		note_flow(st, ACCEL_MODE_WAIT, now, 0);
 		STATS_ADD(s, moved_wait, 1);
 		STATS_ADD(s, fallback_wait, 1);
 		STATS_ADD(s, fallback_bytes, size);
@@ -269,8 +299,11 @@ int accel_redir(struct sk_msg_md *msg)
 		return SK_PASS;
 	}
 	if (st->mode == ACCEL_MODE_WAIT) {
+		__u64 back = bpf_ktime_get_ns();
+
 		STATS_ADD(s, returned, 1);
-		STATS_ADD(s, wait_ns, bpf_ktime_get_ns() - st->wait_since);
+		STATS_ADD(s, wait_ns, back - st->wait_since);
+		note_flow(st, ACCEL_MODE_REDIRECT, back, back - st->wait_since);
 	}
 #ifndef ACCEL_NO_FLOW_CONTROL
 	st->q_expect = queued + size;

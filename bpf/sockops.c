@@ -208,7 +208,8 @@ static __always_inline void on_established(struct bpf_sock_ops *skops)
 }
 
 /* The connection reached CLOSE: no sender may use this socket's address any
- * more (it will be freed). Its own key is its peer's mirrored. */
+ * more (it will be freed), and `accel conns` has nothing more to show of it.
+ * Its own key is its peer's mirrored. */
 static __always_inline void on_close(struct bpf_sock_ops *skops)
 {
 	struct bpf_sock *sk = skops->sk;
@@ -220,14 +221,9 @@ static __always_inline void on_close(struct bpf_sock_ops *skops)
 	st = sock_states.sk_storage_get(sk, 0, 0);
 	if (!st)
 		return;
-	self.netns = st->peer.netns;
-	__builtin_memcpy(self.local_ip, st->peer.remote_ip, sizeof(self.local_ip));
-	__builtin_memcpy(self.remote_ip, st->peer.local_ip, sizeof(self.remote_ip));
-	self.local_port = st->peer.remote_port;
-	self.remote_port = st->peer.local_port;
-	self.local_seq = st->peer.remote_seq;
-	self.remote_seq = st->peer.local_seq;
+	accel_mirror_key(&st->peer, &self);
 	sock_ptrs.delete(&self);
+	conn_flows.delete(&self);
 }
 
 int accel_sockops(struct bpf_sock_ops *skops)
