@@ -149,6 +149,11 @@ def measure_once(env: Env, profile: Profile, wl: Any, mode: str, rep: int) -> di
         "metrics": metrics,
         "redirected_bytes": redirected,
         "fallback_msgs": sum(after[k] - before[k] for k in after if k.startswith("fallback_") and k != "fallback_bytes" and k != "fallback_msgs"),
+        # Flow control's waits in this measurement: each costs at least one
+        # TCP retransmission timeout on 6.16+ (docs/DESIGN.md), so the report
+        # shows which repeats had them.
+        "waits": after["moved_wait"] - before["moved_wait"],
+        "wait_ms": round((after["wait_ns"] - before["wait_ns"]) / 1e6, 1),
         "seconds": round(time.monotonic() - t0, 2),
     }
     cost = {}

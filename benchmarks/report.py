@@ -189,6 +189,7 @@ def markdown(raw: dict[str, Any], plots: list[str]) -> str:
     if splits:
         lines += ["", "Cells whose repeats split into two groups (bimodal: the median describes neither):", ""]
         lines += [f"- {r['topology']}, {r['workload']}: {_groups(r['split'])}" for r in splits]
+    lines += waits_section(raw)
     failed = [(m["workload"], m["mode"], m["error"]) for m in raw["measurements"] if m.get("error")]
     warned = [(m["workload"], m["warning"]) for m in raw["measurements"] if m.get("warning")]
     lines += ["", "## Failed measurements", ""]
@@ -198,6 +199,24 @@ def markdown(raw: dict[str, Any], plots: list[str]) -> str:
     if plots:
         lines += ["", "## Plots", ""] + [f"![{os.path.basename(p)}]({os.path.basename(p)})" for p in plots]
     return "\n".join(lines) + "\n"
+
+
+def waits_section(raw: dict[str, Any]) -> list[str]:
+    """Accelerated cells in which senders waited on TCP for their receiver,
+    with the waits and the time they took per repeat: a wait costs at least
+    one TCP retransmission timeout on kernels from 6.16 (docs/DESIGN.md), so
+    these are the repeats to look at when a cell is slow or split."""
+    by_cell: dict[str, list[dict[str, Any]]] = {}
+    for m in raw["measurements"]:
+        if m["mode"] == "accel" and m.get("waits"):
+            by_cell.setdefault(m["workload"], []).append(m)
+    if not by_cell:
+        return []
+    out = ["", "## Accelerated repeats in which a sender waited on TCP", ""]
+    for key, ms in sorted(by_cell.items()):
+        reps = ", ".join(f"{m['waits']} ({m['wait_ms']:.0f} ms)" for m in sorted(ms, key=lambda m: m["repeat"]))
+        out.append(f"- {key}: {len(ms)} of {raw['repeats']} repeats waited; waits (time waited) per such repeat: {reps}")
+    return out
 
 
 def program_cost_table(raw: dict[str, Any]) -> list[str]:

@@ -234,3 +234,18 @@ def test_long_profile_runs_the_bulk_cells_for_ten_seconds():
     assert long.settings.seconds >= 10 and long.repeats >= 5
     assert {w.params["size"] for w in long.workloads} == {128 << 10, 1 << 20}
     assert {w.topology for w in long.workloads} == {"loopback", "pods"}
+
+
+def test_the_report_names_the_repeats_in_which_a_sender_waited():
+    raw = _raw()
+    for m in raw["measurements"]:
+        if m["workload"] == "pods/iperf3/stream 1 MiB x1" and m["mode"] == "accel" and m["repeat"] == 1:
+            m["waits"], m["wait_ms"] = 3, 612.4
+    md = report.markdown(raw, [])
+    assert "## Accelerated repeats in which a sender waited on TCP" in md
+    assert "- pods/iperf3/stream 1 MiB x1: 1 of 3 repeats waited; waits (time waited) per such repeat: 3 (612 ms)" in md
+    assert "64 B x1: " not in md.split("waited on TCP", 1)[1].split("##", 1)[0], "a cell without waits is not listed"
+    del raw["measurements"][0]  # old raw files have no "waits": nothing listed, no error
+    for m in raw["measurements"]:
+        m.pop("waits", None)
+    assert "waited on TCP" not in report.markdown(raw, [])
