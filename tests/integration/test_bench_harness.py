@@ -38,3 +38,26 @@ def test_tiny_profile_produces_results_and_really_accelerates(tmp_path):
     assert "throughput_pods.png" in pngs and "latency_pods.png" in pngs
     for p in pngs:
         assert (out / p).stat().st_size > 1000
+
+
+@pytest.mark.timeout(300)
+def test_wait_cost_pairs_plain_and_accelerated_runs_and_reads_tcps_counters():
+    """benchmarks/wait_cost.py end to end, one short pair at a ceiling of 1x:
+    both runs measured, the accelerated one accounted for (its waits and the
+    pods' TCP counters are read), everything removed afterwards. No timing
+    is asserted."""
+    res = subprocess.run(
+        [sys.executable, "-m", "benchmarks.wait_cost", "--pairs", "1", "--seconds", "1", "--accel-arg=--flow-growth-cap=1"],
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    assert res.returncode == 0, f"wait_cost exited {res.returncode}:\n{res.stderr[-3000:]}"
+    out = json.loads(res.stdout)
+    (pair,) = out["pairs"]
+    assert pair["plain_gbit_s"] > 0 and pair["accel_gbit_s"] > 0
+    assert pair["waits"] >= pair["returns"] >= 0 and pair["waited_ms"] >= 0
+    assert isinstance(pair["receiver"], dict) and isinstance(pair["sender"], dict)
+    assert out["summary"]["accel_args"] == ["--flow-growth-cap=1"]
+    assert "pair 0: plain" in res.stderr
+    assert not [n for n in subprocess.run(["ip", "netns"], capture_output=True, text=True).stdout.split() if "waitcost" in n]

@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from accel import abi
+from accel.maps import PinnedMaps
 from accel.netns import entered, socket_in
 from accel.sandbox import Controller, Topology, create_netns, inside, private_cgroup, remove_netns
 from accel.selftest import splice_probe
@@ -730,10 +732,14 @@ def _pod_or_loopback_pair(ctx: Ctx, i: int) -> tuple[socket.socket, socket.socke
 FLOW_TAIL = 64 << 10  # bytes each flow connection sends after its reader caught up
 
 
-def _flow_connection(c: socket.socket, s: socket.socket, conn_id: int, nbytes: int, writers: int, res: Result, lock: threading.Lock) -> None:
+def _flow_connection(
+    c: socket.socket, s: socket.socket, conn_id: int, nbytes: int, writers: int, res: Result, lock: threading.Lock, notes: list[tuple[int, int]], pin_dir: str
+) -> None:
     """One direction, ``writers`` threads taking turns on the sending socket
     (each record is taken and sent under one lock, so that the stream stays
-    one stream); the receiver pauses at random. Every byte is checked."""
+    one stream); the receiver pauses at random. Every byte is checked, and
+    at rest, what `accel conns` shows of the sender is checked too
+    (``notes`` collects its waits and returns)."""
     stream, checker = Stream(conn_id, nbytes, seed=conn_id), Checker(conn_id)
     send_lock = threading.Lock()
     reader = threading.Thread(target=_paused_reader, args=(s, checker, random.Random(conn_id + 1), res, lock))
@@ -779,6 +785,10 @@ def _flow_connection(c: socket.socket, s: socket.socket, conn_id: int, nbytes: i
     except OSError as exc:
         with lock:
             res.errors.append(f"flow writer {conn_id} (tail): {exc!r}")
+    problem = _check_noted_path(c, pin_dir, notes, lock)
+    if problem:
+        with lock:
+            res.errors.append(f"flow writer {conn_id}: {problem}")
     with contextlib.suppress(OSError):
         c.shutdown(socket.SHUT_WR)
     reader.join(60)
@@ -792,6 +802,24 @@ def _flow_connection(c: socket.socket, s: socket.socket, conn_id: int, nbytes: i
         res.add_checked(checker, stream.produced, aborted=False, who="flow receiver")
 
 
+def _check_noted_path(c: socket.socket, pin_dir: str, notes: list[tuple[int, int]], lock: threading.Lock) -> str:
+    """What the datapath noted of a sender at rest (conn_flows, `accel
+    conns`) must be consistent with its mode: waiting means one wait more
+    than returns, redirecting as many returns as waits, TCP for good either.
+    Its waits and returns are collected for the scenario's sum."""
+    lport, rport = c.getsockname()[1], c.getpeername()[1]
+    with PinnedMaps(pin_dir) as maps:
+        mine = [f for e, f in maps.conn_flows() if (e.local_port, e.remote_port) == (lport, rport)]
+    if not mine:
+        return ""  # never changed mode: nothing noted, nothing to count
+    f = mine[0]
+    with lock:
+        notes.append((f.waits, f.returns))
+    extra = f.waits - f.returns
+    ok = {abi.MODE_WAIT: extra == 1, abi.MODE_REDIRECT: extra == 0, abi.MODE_TCP: extra in (0, 1)}.get(f.mode, False)
+    return "" if ok else f"conn_flows says mode {f.mode} with {f.waits} waits and {f.returns} returns"
+
+
 def flow_control(ctx: Ctx) -> Outcome:
     """Receivers that pause and resume many times while senders write in
     bursts, records of 1 B to 1 MiB written in random sizes: senders
@@ -802,18 +830,27 @@ def flow_control(ctx: Ctx) -> Outcome:
     the checker catches any."""
     p, rng = ctx.profile, ctx.rng
     res, lock = Result(), threading.Lock()
+    notes: list[tuple[int, int]] = []
     before = _counters(ctx)
     threads = []
     for i in range(p.flow_conns):
         c, srv = _pod_or_loopback_pair(ctx, i)
         writers = 2 if i % 4 == 3 else 1
-        threads.append(threading.Thread(target=_flow_connection, args=(c, srv, rng.getrandbits(30), p.flow_bytes, writers, res, lock)))
+        args = (c, srv, rng.getrandbits(30), p.flow_bytes, writers, res, lock, notes, ctx.ctl.pin_dir)
+        threads.append(threading.Thread(target=_flow_connection, args=args))
     for t in threads:
         t.start()
     for t in threads:
         t.join(ctx.deadline_s * 2)
     d = _delta(before, _counters(ctx))
     facts = {k: d.get(k, 0) for k in ("moved_wait", "returned", "fallback_wait", "redirected_bytes", "fallback_bytes", "wait_ns")}
+    # `accel conns` must add up: only these senders moved in this scenario,
+    # and each noted every move the counters counted.
+    facts["noted_waits"], facts["noted_returns"] = sum(w for w, _ in notes), sum(r for _, r in notes)
+    if (facts["noted_waits"], facts["noted_returns"]) != (facts["moved_wait"], facts["returned"]):
+        res.errors.append(
+            f"conn_flows noted {facts['noted_waits']} waits and {facts['noted_returns']} returns, the counters {facts['moved_wait']} and {facts['returned']}"
+        )
     # A coverage check, not a rate: with 32 connections on two CPUs the soak
     # saw 18-25 moves and 3-5 returns (a sender that keeps writing into a
     # busy reader stays on TCP until it pauses, README limitation 8); the
