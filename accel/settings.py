@@ -55,8 +55,8 @@ class Settings:
     reading, in multiples of what TCP's buffer autotuning lets a connection
     queue (tcp_rmem max + tcp_wmem max). Past it the sender waits on TCP, and
     on kernels from 6.16 a wait costs at least one retransmission timeout
-    (docs/DESIGN.md, flow control): 1x made bulk streams between pods wait
-    4.5 times per 3 s run (median), 2x 1.5-2 times (benchmarks/RESULTS.md).
+    (docs/DESIGN.md, flow control): at 1x a bulk stream between pods waited
+    in 17 of 20 runs of 3 s, at 2x in 9 of 20 (benchmarks/RESULTS.md).
     A reader that does not read never grows it: it holds what TCP would let it."""
 
     budget_interval: float = 0.05
