@@ -273,8 +273,8 @@ class Connection:
     a: tuple[str, int]
     b: tuple[str, int]
     both_in_map: bool
-    a_id: Identity | None = None  # which sockets: end A's identity, and end B's
-    b_id: Identity | None = None
+    a_id: Identity  # which sockets: end A's identity, and end B's
+    b_id: Identity
 
 
 def pair_connections(entries: list[SockEntry]) -> list[Connection]:

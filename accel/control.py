@@ -273,8 +273,8 @@ def connections(settings: Settings) -> dict[str, Any]:
             "netns": (names.get(c.netns, "?") if c.netns else None),
             "both_ends_accelerated": c.both_in_map and not is_released,
             "released": is_released,
-            "a_path": _path(by_id.get(c.a_id) if c.a_id else None, now),
-            "b_path": _path(by_id.get(c.b_id) if c.b_id else None, now),
+            "a_path": _path(by_id.get(c.a_id), now),
+            "b_path": _path(by_id.get(c.b_id), now),
         }
 
     rows = [row(c, False) for c in pair_connections(entries)] + [row(c, True) for c in pair_connections(released)]

@@ -114,7 +114,7 @@ struct conn_flow {
 /* What the controller tells the per-message program about the whole node. */
 struct flow_config {
 	__u32 node_over; /* node TCP memory above the budget: receivers past the floor wait on TCP */
-	__u32 max_bound; /* tcp_rmem max + tcp_wmem max: the most TCP's autotuning would let a connection queue */
+	__u32 max_bound; /* the allowance's ceiling: --flow-growth-cap x (tcp_rmem max + tcp_wmem max) */
 	__u32 retiring;	 /* keys in the retiring map: 0 spares every message the lookup */
 	__u32 pad;
 };

@@ -92,10 +92,12 @@ static __always_inline __u64 flow_bound(const struct sock_state *st)
  * redirected bytes never pass through it, so the sockets keep their first
  * sizes. The datapath grows an allowance of its own instead: at the bound, a
  * receiver seen reading within the last ACCEL_READER_ACTIVE_NS is keeping up
- * as autotuning would see it, and the allowance doubles, up to what TCP's
- * autotuning could reach; a receiver that has not read makes the sender
- * wait. So a paused reader holds about what TCP would first give it, a busy
- * one what TCP would grow to.
+ * as autotuning would see it, and the allowance doubles, up to the
+ * controller's ceiling (cfg->max_bound: by default twice what TCP's
+ * autotuning could reach, since each wait costs a retransmission timeout,
+ * docs/DESIGN.md); a receiver that has not read makes the sender wait. So a
+ * paused reader holds about what TCP would first give it, a busy one at most
+ * twice what TCP would grow to.
  */
 static __always_inline int receiver_over(struct sock_state *st, const struct flow_config *cfg, __u64 queued, __u64 now)
 {
