@@ -161,6 +161,7 @@ class Agent:
             endpoints_size=dp.sizes.get("endpoints"),
             metrics_port=self.metrics.port if self.metrics else None,
             kubernetes=settings.kubernetes,
+            small_writes=_small_writes(settings),
         )
         if settings.release:
             releaser = Releaser(settings.pin_dir, dp.program_fd("accel_probe_queue"), self.log, settings.release_grace)
@@ -173,7 +174,13 @@ class Agent:
         undo.callback(budget.stop)
         self.view.ready = True
         undo.callback(setattr, self.view, "ready", False)
-        self.log.info("accelerating", cgroup=self.attached.cgroup, programs=self.attached.ids, node_tcp_budget_mib=round(budget.budget / 2**20, 1))
+        self.log.info(
+            "accelerating",
+            cgroup=self.attached.cgroup,
+            programs=self.attached.ids,
+            node_tcp_budget_mib=round(budget.budget / 2**20, 1),
+            small_writes=_small_writes(settings),
+        )
         self.inserts.check()
         return True
 
@@ -288,3 +295,8 @@ def _release_pins_if_idle(settings: Settings, log: Any) -> None:
         )
     else:
         log.info("sockhash empty; pins removed")
+
+
+def _small_writes(settings: Settings) -> dict[str, Any]:
+    """The small-write rule as this run built it: on or off, and its limits."""
+    return {"rule": "on" if settings.small_write_fallback else "off", "local": settings.small_write_local, "remote": settings.small_write_remote}

@@ -108,6 +108,22 @@ def _settings_or_exit(ctx: click.Context, **overrides: Any) -> Settings:
     help="Move a socket that streams small writes to TCP, which coalesces them (faster there).",
 )
 @click.option(
+    "--small-write-local",
+    type=int,
+    default=Settings.small_write_local,
+    show_default=True,
+    envvar="ACCEL_SMALL_WRITE_LOCAL",
+    help="Bytes below which a write counts as small on loopback (one network namespace); measure this node's with `python -m benchmarks.crossover`.",
+)
+@click.option(
+    "--small-write-remote",
+    type=int,
+    default=Settings.small_write_remote,
+    show_default=True,
+    envvar="ACCEL_SMALL_WRITE_REMOTE",
+    help="The same between network namespaces (pods).",
+)
+@click.option(
     "--release/--no-release",
     default=Settings.release,
     show_default=True,
@@ -156,6 +172,8 @@ def run(
     budget_interval: float,
     flow_growth_cap: float,
     small_write_fallback: bool,
+    small_write_local: int,
+    small_write_remote: int,
     release: bool,
     release_grace: float,
     kubernetes: bool | None,
@@ -186,6 +204,8 @@ def run(
         budget_interval=budget_interval,
         flow_growth_cap=flow_growth_cap,
         small_write_fallback=small_write_fallback,
+        small_write_local=small_write_local,
+        small_write_remote=small_write_remote,
         release=release,
         release_grace=release_grace,
         extra_cflags=tuple(f"-D{d}" for d in defines),
@@ -234,6 +254,15 @@ def status(ctx: click.Context, as_json: bool) -> None:
         out.print(f"controller pid {info['running_pid']}")
     retired = f" (+{info['retired_sockets']} in an older version's map)" if info["retired_sockets"] else ""
     out.print(f"sockets in the fast path: {info['sockets']}{retired}   local endpoints: {info['endpoints']} {info['endpoints_by_policy'] or ''}")
+    if info["pinned"]:
+        small = info.get("small_writes")
+        if not small:
+            rule = "not recorded (the last run was an older version)"
+        elif small["rule"] == "on":
+            rule = f"streams of writes below {small['local']:,} B on loopback, {small['remote']:,} B between namespaces move to TCP"
+        else:
+            rule = "off"
+        out.print(f"small-write rule: {rule}")
     table = Table(title=None, show_header=True, header_style="bold")
     table.add_column("counter")
     table.add_column("value", justify="right")

@@ -225,6 +225,7 @@ def status(settings: Settings) -> dict[str, Any]:
         "endpoints_by_policy": {},
         "map_sizes": {},
         "headers": state.get("headers"),
+        "small_writes": state.get("small_writes"),  # the rule as the last run built it (None: not recorded)
         "run_state": {k: state.get(k) for k in ("pid", "sockops_id", "redir_id", "programs", "started", "stopped")},
     }
     counters: dict[str, int] = {name: 0 for name in STAT_FIELDS} | {"fallback_msgs": 0}

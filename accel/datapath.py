@@ -156,9 +156,19 @@ class Datapath:
             f"-DACCEL_SOCKHASH_SIZE={self.sizes['sock_hash']}",
             f"-DACCEL_ENDPOINTS_SIZE={self.sizes['endpoints']}",
             *(f"-D{name}={off}" for name, off in sorted(self.offsets.items())),
-            *([] if self.settings.small_write_fallback else ["-DACCEL_NO_SMALL_WRITES"]),
+            *self._small_write_flags(),
             *self.settings.extra_cflags,
         ]
+
+    def _small_write_flags(self) -> list[str]:
+        """The small-write rule's limits, from the settings; a --bpf-define of
+        the same name (a benchmark's A/B) is the build's last word."""
+        s = self.settings
+        if not s.small_write_fallback:
+            return ["-DACCEL_NO_SMALL_WRITES"]
+        defined = {flag[2:].split("=", 1)[0] for flag in s.extra_cflags if flag.startswith("-D")}
+        limits = {"ACCEL_SMALL_LOCAL": s.small_write_local, "ACCEL_SMALL_REMOTE": s.small_write_remote}
+        return [f"-D{name}={value}" for name, value in limits.items() if name not in defined]
 
     def _attach(self) -> Attached:
         assert self.cgroup is not None

@@ -21,6 +21,9 @@ MIN_SOCKHASH = 2
 MAX_SOCKHASH = 1 << 22
 MIN_ENDPOINTS = 1
 MAX_ENDPOINTS = 1 << 20
+# A write of 1 MiB is a bulk write on every path measured: a small-write limit
+# above it would move bulk streams to TCP.
+MAX_SMALL_WRITE = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,16 @@ class Settings:
     small_write_fallback: bool = True
     """Move a socket that streams small writes to TCP, where TCP is faster
     (bpf/redir.c, small_write_stream)."""
+
+    small_write_local: int = 2048
+    """Bytes below which a write counts as small between sockets of one
+    network namespace (loopback): a stream of such writes moves to TCP. The
+    crossover differs between hosts (2 KiB on one, past 16 KiB on another:
+    benchmarks/RESULTS.md); `python -m benchmarks.crossover` measures it.
+    The same default as ACCEL_SMALL_LOCAL in bpf/tunables.h."""
+
+    small_write_remote: int = 128
+    """The same between network namespaces (pods). ACCEL_SMALL_REMOTE."""
 
     release: bool = True
     """Take connections that moved to TCP for good out of the sockhash, once
@@ -114,6 +127,13 @@ class Settings:
             raise SettingsError(f"budget-interval must be between 0.01 and 60 seconds, got {self.budget_interval!r}")
         if not isinstance(self.flow_growth_cap, (int, float)) or not (1 <= self.flow_growth_cap <= 16):
             raise SettingsError(f"flow-growth-cap must be between 1 and 16 (times TCP's autotuning maximum), got {self.flow_growth_cap!r}")
+        for name in ("small_write_local", "small_write_remote"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_SMALL_WRITE:
+                raise SettingsError(
+                    f"{name.replace('_', '-')} must be between 1 and {MAX_SMALL_WRITE} bytes, got {value!r}",
+                    fix="1 counts no write as small; `python -m benchmarks.crossover` measures this node's limits",
+                )
         if not isinstance(self.release_grace, (int, float)) or not (0.1 <= self.release_grace <= 60):
             raise SettingsError(f"release-grace must be between 0.1 and 60 seconds, got {self.release_grace!r}")
         if self.metrics_address is not None:

@@ -15,23 +15,11 @@ import time
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from . import harness, report
+from . import bar, harness, report
 from .profiles import PROFILES
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def write_results(raw: dict, out_dir: str) -> tuple[str, list[str]]:
-    os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "raw.json"), "w") as f:
-        json.dump(raw, f, indent=1)
-    pngs = report.plots(raw, out_dir)
-    md = os.path.join(out_dir, "report.md")
-    with open(md, "w") as f:
-        f.write(report.markdown(raw, pngs))
-    return md, pngs
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -70,7 +58,7 @@ def main(
     console = Console(stderr=True)
     if report_only:
         with open(os.path.join(report_only, "raw.json")) as f:
-            md, _ = write_results(json.load(f), report_only)
+            md, _ = report.write(json.load(f), report_only)
         console.print(f"report: {md}")
         return
     if os.geteuid() != 0:
@@ -88,27 +76,12 @@ def main(
             sys.exit(64)
         prof.topologies = tuple(t for t in prof.topologies if any(w.topology == t for w in prof.workloads))
     out_dir = out_dir or os.path.join(HERE, "results", time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + f"-{prof.name}")
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
     try:
-        with Progress(*columns, console=console) as bar:
-            task = bar.add_task("starting accel", total=harness.total_measurements(prof))
-
-            done = [0]
-
-            def progress(what: str) -> None:
-                if bar.tasks[task].description != "starting accel":
-                    bar.advance(task)
-                    done[0] += 1
-                bar.update(task, description=what[:70])
-                if not console.is_terminal and done[0] % 25 == 0:  # logs (CI): a line now and then
-                    console.print(f"[{done[0]}/{bar.tasks[task].total}] {what}")
-
-            raw = harness.run(prof, pin, progress, accel_args, program_cost)
-            bar.advance(task)
+        raw = bar.run(console, prof, pin, accel_args, program_cost)
     except harness.HarnessError as exc:
         console.print(f"benchmarks: {exc}")
         sys.exit(69)
-    md, pngs = write_results(raw, out_dir)
+    md, pngs = report.write(raw, out_dir)
     failed = [m for m in raw["measurements"] if m.get("error")]
     with open(md) as f:
         console.print(f.read().split("## Plots")[0])

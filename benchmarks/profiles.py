@@ -85,4 +85,19 @@ def tiny() -> Profile:
     return Profile("tiny", 1, Settings(seconds=1.0, redis_requests=1000), w, ("pods", "sidecar"))
 
 
+# The write sizes at which benchmarks.crossover looks for where redirect starts
+# to win (the small-write limits): the stream sizes below the bulk ones, which
+# win on every path measured so far.
+CROSSOVER_SIZES = (64, 256, 1 << 10, 4 << 10, 16 << 10, 64 << 10)
+CROSSOVER_TOPOLOGIES = ("loopback", "pods")
+
+
+def crossover(sizes: tuple[int, ...] = CROSSOVER_SIZES) -> Profile:
+    """One and four streams at each size, on loopback and between pods, plain
+    TCP against accelerated: benchmarks.crossover runs it with the small-write
+    rule off, so that redirect itself is measured."""
+    w = [_stream(topo, size, streams, TCP) for topo in CROSSOVER_TOPOLOGIES for size in sizes for streams in (1, 4)]
+    return Profile("crossover", 5, Settings(seconds=2.0, redis_requests=0), w, CROSSOVER_TOPOLOGIES)
+
+
 PROFILES = {"full": full, "quick": quick, "long": long, "tiny": tiny}

@@ -1,8 +1,10 @@
 """From raw results to a markdown report and PNG plots. Pure functions of the
-raw JSON, so a report can be rebuilt from any results directory."""
+raw JSON, so a report can be rebuilt from any results directory; `write` puts
+them in one."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import statistics
@@ -355,3 +357,16 @@ def _save(fig: Any, out_dir: str, name: str) -> str:
     path = os.path.join(out_dir, name)
     fig.savefig(path, dpi=110)
     return path
+
+
+def write(raw: dict[str, Any], out_dir: str) -> tuple[str, list[str]]:
+    """A results directory: raw.json (every repeat), report.md and the plots.
+    Returns the report's path and the plots'."""
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "raw.json"), "w") as f:
+        json.dump(raw, f, indent=1)
+    pngs = plots(raw, out_dir)
+    md = os.path.join(out_dir, "report.md")
+    with open(md, "w") as f:
+        f.write(markdown(raw, pngs))
+    return md, pngs

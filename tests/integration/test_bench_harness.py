@@ -61,3 +61,26 @@ def test_wait_cost_pairs_plain_and_accelerated_runs_and_reads_tcps_counters():
     assert out["summary"]["accel_args"] == ["--flow-growth-cap=1"]
     assert "pair 0: plain" in res.stderr
     assert not [n for n in subprocess.run(["ip", "netns"], capture_output=True, text=True).stdout.split() if "waitcost" in n]
+
+
+@pytest.mark.timeout(300)
+def test_crossover_measures_redirect_itself_and_names_the_flags(tmp_path):
+    """benchmarks/crossover.py end to end at one size, once: both paths
+    measured with the small-write rule off (64 B writes, which the rule would
+    move to TCP, stay redirected), a limit per path, and the `accel run`
+    flags printed. Which limit comes out is the machine's, not asserted."""
+    out = tmp_path / "crossover"
+    argv = [sys.executable, "-m", "benchmarks.crossover", "--sizes", "64", "--seconds", "0.5", "--repeats", "1", "--json", "--out", str(out)]
+    res = subprocess.run(argv, capture_output=True, text=True, timeout=280)
+    assert res.returncode == 0, f"crossover exited {res.returncode}:\n{res.stderr[-3000:]}"
+    result = json.loads(res.stdout)
+    assert set(result["limits"]) == {"small-write-local", "small-write-remote"}
+    assert all(v in (64, 128) for v in result["limits"].values())  # the one size, or twice it
+    raw = json.loads((out / "raw.json").read_text())
+    assert "--no-small-write-fallback" in raw["accel_args"]
+    accel = [m for m in raw["measurements"] if m["mode"] == "accel"]
+    # With the rule on, a 64 B stream is nearly all TCP (0-0.1% redirected).
+    assert len(accel) == 4 and all(m["coverage"] >= 0.9 for m in accel), accel
+    assert json.loads((out / "crossover.json").read_text())["limits"] == result["limits"]
+    bad = subprocess.run([sys.executable, "-m", "benchmarks.crossover", "--sizes", "4096,1024"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "ascending" in bad.stderr and "Traceback" not in bad.stderr

@@ -134,3 +134,25 @@ def test_a_live_record_stream_survives_the_switch(accel_env):
     stream.finish()
     d = {k: v - before[k] for k, v in accel_env.counters().items()}
     assert d["fallback_small_writes"] == 1
+
+
+def test_the_limits_are_the_controllers_to_set(fresh_env):
+    """--small-write-local raised past the write size: a 16 KiB loopback
+    stream, which stays redirected by default (test above), moves to TCP
+    whole; status says which limits the run built with."""
+    ctl = fresh_env
+    ctl.start("--small-write-local", "32768", "--small-write-remote", "4096")
+    assert ctl.status()["small_writes"] == {"rule": "on", "local": 32768, "remote": 4096}
+    d = stream_small_writes(ctl, size=16384)
+    assert d["fallback_small_writes"] == 1
+    assert d["redirected_bytes"] + d["fallback_bytes"] == 16384 * COUNT
+    assert d["fallback_bytes"] > d["redirected_bytes"]
+    human = ctl.cli("status").stdout
+    assert "32,768 B on loopback, 4,096 B between namespaces" in human
+
+
+def test_a_bad_limit_is_refused_before_anything_loads(fresh_env):
+    res = fresh_env.cli("run", "--cgroup", fresh_env.cgroup, "--small-write-local", "0", check=False)
+    assert res.returncode != 0
+    assert "small-write-local must be between 1 and 1048576 bytes" in res.stderr + res.stdout
+    assert "Traceback" not in res.stderr

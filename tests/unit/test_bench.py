@@ -10,9 +10,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from benchmarks import parse, report
+from benchmarks import crossover, parse, report
 from benchmarks.profiles import PROFILES
 from benchmarks.stats import ratio, split, summarize
+from benchmarks.workloads import human_size
 
 SAMPLES = os.path.join(os.path.dirname(__file__), "bench_samples")
 
@@ -249,3 +250,45 @@ def test_the_report_names_the_repeats_in_which_a_sender_waited():
     for m in raw["measurements"]:
         m.pop("waits", None)
     assert "waited on TCP" not in report.markdown(raw, [])
+
+
+def _crossover_raw(ratios: dict[tuple[str, int, int], float]) -> dict:
+    """A crossover run's raw results: for each (topology, size, streams), three
+    repeats of plain at 1.0 Gbit/s and accelerated at the given ratio."""
+    rows = []
+    for (topo, size, streams), r in ratios.items():
+        for rep in range(3):
+            key = f"{topo}/iperf3/stream {human_size(size)} x{streams}"
+            rows.append({"workload": key, "mode": "plain", "repeat": rep, "metrics": {"gbit_per_s": 1.0}})
+            rows.append({"workload": key, "mode": "accel", "repeat": rep, "metrics": {"gbit_per_s": r}})
+    return {"measurements": rows}
+
+
+def test_crossover_limit_is_where_every_larger_size_wins():
+    sizes = (256, 4096, 16384, 65536)
+    one = {256: 0.5, 4096: 0.6, 16384: 1.2, 65536: 1.5}
+    four = {256: 0.8, 4096: 1.4, 16384: 0.9, 65536: 1.3}
+    ratios = {("loopback", s, 1): one[s] for s in sizes} | {("loopback", s, 4): four[s] for s in sizes}
+    # Between pods everything wins but 4 KiB with one stream.
+    ratios |= {("pods", s, n): 1.5 for s in sizes for n in (1, 4)} | {("pods", 4096, 1): 0.5}
+    found = {p.topology: p for p in crossover.limits(_crossover_raw(ratios), sizes)}
+    # loopback: 4 KiB's geometric mean sqrt(0.6*1.4) = 0.92 loses, 16 KiB's
+    # sqrt(1.2*0.9) = 1.04 wins, and so does 64 KiB.
+    assert found["loopback"].limit == 16384
+    assert [v.wins for v in found["loopback"].sizes] == [False, False, True, True]
+    assert math.isclose(found["loopback"].sizes[1].score or 0, math.sqrt(0.6 * 1.4))
+    # pods: 4 KiB sqrt(0.5*1.5) = 0.87 loses, so 256 B below it does not count.
+    assert found["pods"].limit == 16384
+    text = crossover.render(list(found.values()))
+    assert "accel run --small-write-local=16384 --small-write-remote=16384" in text
+
+
+def test_crossover_when_nothing_or_everything_wins():
+    sizes = (1024, 4096)
+    ratios = {("loopback", s, n): 0.7 for s in sizes for n in (1, 4)} | {("pods", s, n): 1.2 for s in sizes for n in (1, 4)}
+    found = {p.topology: p for p in crossover.limits(_crossover_raw(ratios), sizes)}
+    assert found["loopback"].limit == 8192 and "no measured size" in found["loopback"].note
+    assert found["pods"].limit == 1024 and "every measured size won" in found["pods"].note
+    # A path that was not measured gets no limit (no option to print for it).
+    only_pods = {k: v for k, v in ratios.items() if k[0] == "pods"}
+    assert [p.topology for p in crossover.limits(_crossover_raw(only_pods), sizes)] == ["pods"]

@@ -1,3 +1,6 @@
+import os
+import re
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -28,6 +31,11 @@ def test_defaults_are_valid():
         ({"rescan_interval": 0}, "between"),
         ({"flow_growth_cap": 0.5}, "between"),
         ({"flow_growth_cap": 100}, "between"),
+        ({"small_write_local": 0}, "between"),
+        ({"small_write_local": (1 << 20) + 1}, "between"),
+        ({"small_write_remote": -1}, "between"),
+        ({"small_write_remote": True}, "between"),
+        ({"small_write_local": "4k"}, "between"),
         ({"log_format": "xml"}, "console"),
         ({"cgroup": ""}, "path"),
     ],
@@ -58,3 +66,13 @@ def test_any_pin_dir_text_is_accepted_or_refused_cleanly(text):
     except SettingsError:
         return
     assert s.pin_dir.startswith("/")
+
+
+def test_small_write_defaults_are_the_builds():
+    """bpf/tunables.h keeps its own default for a build without the
+    controller; the controller's must be the same number."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    with open(os.path.join(here, "..", "..", "bpf", "tunables.h")) as f:
+        text = f.read()
+    built = {name: int(value) for name, value in re.findall(r"#define (ACCEL_SMALL_(?:LOCAL|REMOTE)) (\d+)", text)}
+    assert built == {"ACCEL_SMALL_LOCAL": Settings().small_write_local, "ACCEL_SMALL_REMOTE": Settings().small_write_remote}
