@@ -30,6 +30,9 @@ class Controller:
         self.state_dir = str(state_dir)
         self.pin_dir = pin_dir or os.path.join(DEFAULT_BPFFS, scratch("pins"))
         self.proc: subprocess.Popen | None = None
+        # Options every start of this instance gets (the torture suite's
+        # --accel-arg), before the ones a start names itself.
+        self.always: tuple[str, ...] = ()
         self.log_path = os.path.join(os.path.dirname(self.state_dir.rstrip("/")), f"accel-run-{uuid.uuid4().hex[:6]}.log")
 
     # --- the CLI -------------------------------------------------------------
@@ -57,6 +60,7 @@ class Controller:
             "json",
             "--metrics-address",
             "127.0.0.1:0",
+            *self.always,
             *extra,
         ]
 

@@ -104,7 +104,13 @@ def _unexplained_insert_failures(before: dict[str, int] | None, after: dict[str,
 @click.option("--only", multiple=True, type=click.Choice(sorted(SCENARIOS)), help="Run just these scenarios.")
 @click.option("--seed", type=int, default=None, help="Seed for sizes and choices (printed; reuse it to replay).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, writable=True), help="Write the full report here.")
-def main(profile: str, repeat: int, only: tuple[str, ...], seed: int | None, json_path: str | None) -> None:
+@click.option(
+    "--accel-arg",
+    "accel_args",
+    multiple=True,
+    help="Pass this option to every `accel run` of the suite (repeat for more), e.g. --accel-arg=--small-write-local=65536.",
+)
+def main(profile: str, repeat: int, only: tuple[str, ...], seed: int | None, json_path: str | None, accel_args: tuple[str, ...]) -> None:
     console = Console(stderr=True)
     if os.geteuid() != 0:
         console.print("torture: needs root (it loads BPF programs, makes cgroups and namespaces); run it with sudo")
@@ -115,11 +121,12 @@ def main(profile: str, repeat: int, only: tuple[str, ...], seed: int | None, jso
     seed = seed if seed is not None else random.SystemRandom().getrandbits(32)
     names = list(only) or list(SCENARIOS)
     raise_fd_limit()
-    console.print(f"profile {prof.name}, seed {seed}, scenarios: {' '.join(names)} x{repeat}")
+    console.print(f"profile {prof.name}, seed {seed}, scenarios: {' '.join(names)} x{repeat}" + (f", accel run {' '.join(accel_args)}" if accel_args else ""))
     rows: list[dict[str, Any]] = []
     started = time.time()
     with private_cgroup("torture") as cg, pods(2, subnet=SUBNET) as topo:
         ctl = Controller(cg, tempfile.mkdtemp(prefix="accel-torture-"))
+        ctl.always = accel_args
         try:
             ctl.start()
             with (
@@ -150,6 +157,7 @@ def main(profile: str, repeat: int, only: tuple[str, ...], seed: int | None, jso
         "profile": prof.name,
         "seed": seed,
         "repeat": repeat,
+        "accel_args": list(accel_args),
         "started": started,
         "seconds": round(time.time() - started, 1),
         "kernel": os.uname().release,

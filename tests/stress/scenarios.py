@@ -471,6 +471,7 @@ def sockhash_full(ctx: Ctx) -> Outcome:
     p, rng = ctx.profile, ctx.rng
     with private_cgroup("full") as cg:
         ctl = Controller(cg, tempfile.mkdtemp(prefix="accel-torture-"))
+        ctl.always = ctx.ctl.always
         try:
             ctl.start("--sockhash-size", "8")
             with inside(cg):
