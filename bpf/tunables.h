@@ -16,13 +16,16 @@
 
 /* Bytes below which a write counts as small within one namespace. Loopback
  * TCP is cheap: redirect lost to it up to about 2 KiB writes in the benchmark
- * (64 B 0.55x, 1 KiB 0.68x, 16 KiB 1.9x of plain TCP). */
+ * (64 B 0.55x, 1 KiB 0.68x, 16 KiB 1.9x of plain TCP). The crossover differs
+ * between hosts, so the controller builds with its --small-write-local
+ * (default: this value) and benchmarks/crossover.py measures a node's. */
 #ifndef ACCEL_SMALL_LOCAL
 #define ACCEL_SMALL_LOCAL 2048
 #endif
 
 /* The same between pods (veth, bridge): TCP pays the whole stack there, so
- * redirect wins from much smaller writes (64 B 0.51x, 1 KiB 2.3x). */
+ * redirect wins from much smaller writes (64 B 0.51x, 1 KiB 2.3x). The
+ * controller's --small-write-remote. */
 #ifndef ACCEL_SMALL_REMOTE
 #define ACCEL_SMALL_REMOTE 128
 #endif
