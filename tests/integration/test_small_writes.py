@@ -147,8 +147,10 @@ def test_the_limits_are_the_controllers_to_set(fresh_env):
     assert ctl.status()["small_writes"] == {"rule": "on", "local": 32768, "remote": 4096, "contention": "off"}
     d = stream_small_writes(ctl, size=16384)
     assert d["fallback_small_writes"] == 1
-    assert d["redirected_bytes"] + d["fallback_bytes"] == 16384 * COUNT
+    # Moved after a burst; what it sent after its release (a second
+    # after the move) no counter sees.
     assert d["fallback_bytes"] > d["redirected_bytes"]
+    assert d["redirected_bytes"] + d["fallback_bytes"] <= 16384 * COUNT
     human = ctl.cli("status").stdout
     assert "32,768 B on loopback, 4,096 B between namespaces" in human
 
@@ -175,8 +177,10 @@ def test_a_loopback_stream_contending_with_its_reader_moves_to_tcp_whole(fresh_e
     assert d["fallback_contended"] == 1 and d["fallback_small_writes"] == 0
     # It moved at the end of its first window of 1,024 writes (the first
     # write starts no stream), nothing lost at the switch.
-    assert 1000 <= d["redirected_msgs"] <= 1025
-    assert d["redirected_bytes"] + d["fallback_bytes"] == 16384 * COUNT
+    assert 1000 <= d["redirected_msgs"] <= 1025 and d["redirected_bytes"] == 16384 * d["redirected_msgs"]
+    # The rest went through TCP, counted until the connection was released
+    # (a second after the move: sk_msg no longer sees it after that).
+    assert 0 < d["fallback_bytes"] <= 16384 * COUNT - d["redirected_bytes"]
     assert "contending with their reader's lock" in ctl.cli("status").stdout
 
 
