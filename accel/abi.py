@@ -81,8 +81,7 @@ class SockState(ctypes.Structure):
         ("peer_sk", ctypes.c_uint64),
         ("wait_since", ctypes.c_uint64),
         ("q_expect", ctypes.c_uint32),
-        ("contended", ctypes.c_uint16),
-        ("window", ctypes.c_uint16),
+        ("pad", ctypes.c_uint32),
         ("read_ns", ctypes.c_uint64),
     ]
 
@@ -113,7 +112,6 @@ REASON_SMALL_WRITES = 3
 REASON_NO_PEER_INFO = 4
 REASON_RETIRING = 5
 REASON_SHUT = 6
-REASON_CONTENDED = 7
 REASON_NAMES = {
     REASON_PEER_MISSING: "peer_missing",
     REASON_PEER_GONE: "peer_gone",
@@ -121,7 +119,6 @@ REASON_NAMES = {
     REASON_NO_PEER_INFO: "no_peer_info",
     REASON_RETIRING: "retiring",
     REASON_SHUT: "shut",
-    REASON_CONTENDED: "contended",
 }
 
 # What bpf/probe.c answers when it cannot read a socket's queue.
@@ -156,7 +153,6 @@ STAT_FIELDS = (
     "fallback_small_writes",
     "events_lost",
     "fallback_shut",
-    "fallback_contended",
 )
 FALLBACK_MSG_FIELDS = (
     "fallback_peer_missing",
@@ -168,7 +164,6 @@ FALLBACK_MSG_FIELDS = (
     "fallback_retiring",
     "fallback_small_writes",
     "fallback_shut",
-    "fallback_contended",
 )
 
 

@@ -299,10 +299,4 @@ def _release_pins_if_idle(settings: Settings, log: Any) -> None:
 
 def _small_writes(settings: Settings) -> dict[str, Any]:
     """The small-write rule as this run built it: on or off, and its limits."""
-    on = settings.small_write_fallback
-    return {
-        "rule": "on" if on else "off",
-        "local": settings.small_write_local,
-        "remote": settings.small_write_remote,
-        "contention": "on" if on and settings.contention_fallback else "off",
-    }
+    return {"rule": "on" if settings.small_write_fallback else "off", "local": settings.small_write_local, "remote": settings.small_write_remote}

@@ -124,13 +124,6 @@ def _settings_or_exit(ctx: click.Context, **overrides: Any) -> Settings:
     help="The same between network namespaces (pods).",
 )
 @click.option(
-    "--contention-fallback/--no-contention-fallback",
-    default=Settings.contention_fallback,
-    show_default=True,
-    envvar="ACCEL_CONTENTION_FALLBACK",
-    help="On loopback, move a one-way stream whose reader keeps holding its socket lock to TCP (one stream loses redirected there, parallel ones win).",
-)
-@click.option(
     "--release/--no-release",
     default=Settings.release,
     show_default=True,
@@ -181,7 +174,6 @@ def run(
     small_write_fallback: bool,
     small_write_local: int,
     small_write_remote: int,
-    contention_fallback: bool,
     release: bool,
     release_grace: float,
     kubernetes: bool | None,
@@ -214,7 +206,6 @@ def run(
         small_write_fallback=small_write_fallback,
         small_write_local=small_write_local,
         small_write_remote=small_write_remote,
-        contention_fallback=contention_fallback,
         release=release,
         release_grace=release_grace,
         extra_cflags=tuple(f"-D{d}" for d in defines),
@@ -269,8 +260,6 @@ def status(ctx: click.Context, as_json: bool) -> None:
             rule = "not recorded (the last run was an older version)"
         elif small["rule"] == "on":
             rule = f"streams of writes below {small['local']:,} B on loopback, {small['remote']:,} B between namespaces move to TCP"
-            if small.get("contention") == "on":
-                rule += "; so do loopback streams contending with their reader's lock"
         else:
             rule = "off"
         out.print(f"small-write rule: {rule}")

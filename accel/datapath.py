@@ -161,16 +161,14 @@ class Datapath:
         ]
 
     def _small_write_flags(self) -> list[str]:
-        """The small-write rule's limits and its contention part, from the
-        settings; a --bpf-define of the same name (a benchmark's A/B) is the
-        build's last word."""
+        """The small-write rule's limits, from the settings; a --bpf-define of
+        the same name (a benchmark's A/B) is the build's last word."""
         s = self.settings
         if not s.small_write_fallback:
             return ["-DACCEL_NO_SMALL_WRITES"]
         defined = {flag[2:].split("=", 1)[0] for flag in s.extra_cflags if flag.startswith("-D")}
         limits = {"ACCEL_SMALL_LOCAL": s.small_write_local, "ACCEL_SMALL_REMOTE": s.small_write_remote}
-        flags = [f"-D{name}={value}" for name, value in limits.items() if name not in defined]
-        return flags if s.contention_fallback else [*flags, "-DACCEL_NO_CONTENTION"]
+        return [f"-D{name}={value}" for name, value in limits.items() if name not in defined]
 
     def _attach(self) -> Attached:
         assert self.cgroup is not None

@@ -229,7 +229,7 @@ class Probe:
 # ACCEL_OFF_*): their offsets come from the kernel's BTF, because the headers
 # bcc compiles with may be another kernel's.
 KERNEL_FIELDS: dict[str, tuple[str, ...]] = {
-    "sock": ("sk_user_data", "sk_rcvbuf", "sk_sndbuf", "sk_lock.owned"),
+    "sock": ("sk_user_data", "sk_rcvbuf", "sk_sndbuf"),
     "tcp_sock": ("copied_seq", "write_seq"),
     "sk_psock": ("msg_tot_len",),
 }
@@ -249,7 +249,7 @@ def kernel_field_offsets() -> dict[str, int]:
                 " that has sk_psock.msg_tot_len (6.16+, or a stable kernel with the sockmap FIONREAD fix)"
             ),
         )
-    return {f"ACCEL_OFF_{s.upper()}_{m.upper().replace('.', '_')}": off for (s, m), off in found.items()}
+    return {f"ACCEL_OFF_{s.upper()}_{m.upper()}": off for (s, m), off in found.items()}
 
 
 def _kernel_fields_ok() -> bool:

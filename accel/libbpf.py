@@ -259,7 +259,7 @@ def kernel_struct_offsets(wanted: dict[str, tuple[str, ...]]) -> dict[tuple[str,
     """Byte offsets of struct members in the RUNNING kernel, from its BTF
     (/sys/kernel/btf/vmlinux), for members named in ``wanted`` ({struct:
     (member, ...)}); members of anonymous inner structs and unions are found
-    too, and those of named ones as "outer.inner". What is missing (no BTF, a renamed field, a bitfield) is absent from
+    too. What is missing (no BTF, a renamed field, a bitfield) is absent from
     the result: the caller decides. This, not the headers bcc compiles with,
     is the layout the programs must read."""
     lib = _Lib.get()
@@ -294,23 +294,13 @@ def _members(lib: ctypes.CDLL, btf: int, tid: int, base: int) -> Iterator[tuple[
     for i in range(vlen):
         name_off, mtype, off = rows[3 * i], rows[3 * i + 1], rows[3 * i + 2]
         bits = base + ((off & 0xFFFFFF) if kflag else off)
-        inner = _unmodified(lib, btf, mtype)
         if name_off:
-            name = lib.btf__name_by_offset(btf, name_off).decode()
-            yield name, bits
-            # A named inner struct by value: its members as "outer.inner"
-            # (sock.sk_lock.owned). Nothing is followed through a pointer.
-            for sub, sub_bits in _members(lib, btf, inner, bits):
-                yield f"{name}.{sub}", sub_bits
+            yield lib.btf__name_by_offset(btf, name_off).decode(), bits
         else:  # an anonymous struct or union: its members belong to this one
+            inner = mtype
+            while _btf_type(lib, btf, inner)[1] in _BTF_MODIFIERS:
+                inner = ctypes.c_uint32.from_address(_btf_type(lib, btf, inner)[0] + 8).value
             yield from _members(lib, btf, inner, bits)
-
-
-def _unmodified(lib: ctypes.CDLL, btf: int, tid: int) -> int:
-    """The type under typedefs and qualifiers."""
-    while _btf_type(lib, btf, tid)[1] in _BTF_MODIFIERS:
-        tid = ctypes.c_uint32.from_address(_btf_type(lib, btf, tid)[0] + 8).value
-    return tid
 
 
 def prog_map_ids(fd: int) -> list[int]:

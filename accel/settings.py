@@ -79,13 +79,6 @@ class Settings:
     small_write_remote: int = 128
     """The same between network namespaces (pods). ACCEL_SMALL_REMOTE."""
 
-    contention_fallback: bool = False
-    """Within one namespace, move a one-way stream whose reader keeps holding
-    its socket lock when the stream redirects to TCP (bpf/redir.c,
-    contended_stream): one loopback stream loses redirected where four win,
-    and this tells them apart (docs/DESIGN.md). Part of the small-write rule:
-    off when that is off."""
-
     release: bool = True
     """Take connections that moved to TCP for good out of the sockhash, once
     no byte can be lost (accel/release.py)."""

@@ -92,9 +92,8 @@ struct sock_state {
 	__u64 peer_sk;	      /* the peer's, once known (0 before) */
 	__u64 wait_since;     /* when the socket last moved to WAIT (ns) */
 	__u32 q_expect;	      /* the peer's queue after our last redirect, had it read nothing since */
-	__u16 contended;      /* contention rule: messages of this window that found the reader holding its lock */
-	__u16 window;	      /* messages counted in this window; ACCEL_CONTENTION_OFF: the rule does not apply */
-	__u64 read_ns;	      /* when we last saw the peer read (its queue below q_expect) */
+	__u32 pad;
+	__u64 read_ns; /* when we last saw the peer read (its queue below q_expect) */
 };
 
 /*
@@ -112,10 +111,6 @@ struct conn_flow {
 	__u64 changed_ns; /* when the mode last changed (bpf_ktime_get_ns) */
 };
 
-/* sock_state.window of a socket the contention rule does not apply to (its
- * peer is in another namespace, where TCP pays the whole stack). */
-#define ACCEL_CONTENTION_OFF 0xffff
-
 /* What the controller tells the per-message program about the whole node. */
 struct flow_config {
 	__u32 node_over; /* node TCP memory above the budget: receivers past the floor wait on TCP */
@@ -130,9 +125,8 @@ enum accel_reason {
 	ACCEL_REASON_PEER_GONE = 2,
 	ACCEL_REASON_SMALL_WRITES = 3,
 	ACCEL_REASON_NO_PEER_INFO = 4,
-	ACCEL_REASON_RETIRING = 5,  /* its peer is being released */
-	ACCEL_REASON_SHUT = 6,	    /* it sent its FIN: TCP answers its sends with EPIPE */
-	ACCEL_REASON_CONTENDED = 7, /* a stream whose reader kept meeting it on the reader's lock */
+	ACCEL_REASON_RETIRING = 5, /* its peer is being released */
+	ACCEL_REASON_SHUT = 6,	   /* it sent its FIN: TCP answers its sends with EPIPE */
 };
 
 /* What bpf/probe.c answers when it cannot read a socket's queue. */
@@ -179,7 +173,6 @@ struct stats {
 	__u64 fallback_small_writes; /* a stream of small writes, where TCP is faster: socket moves to TCP */
 	__u64 events_lost;	     /* events the ring buffer had no room for (their connections stay in the map) */
 	__u64 fallback_shut;	     /* a send after the socket's own FIN: TCP fails it (EPIPE) */
-	__u64 fallback_contended;    /* a loopback stream contended with its reader's lock: socket moves to TCP */
 };
 
 /* A socket's own key from its peer's (struct sock_state.peer): the same

@@ -52,9 +52,7 @@ struct conn_slot {
 };
 BPF_ARRAY(conn_slots, struct conn_slot, ACCEL_CONN_SLOTS);
 
-/* Whether this message continues a one-way stream: the previous message on
- * the connection was ours too, sent within ACCEL_BURST_GAP_NS. */
-static __always_inline int one_way_stream(struct sock_state *st)
+static __always_inline int small_write_stream(struct sock_state *st, __u32 size)
 {
 	__u32 idx = st->slot;
 	struct conn_slot *slot = conn_slots.lookup(&idx);
@@ -63,57 +61,13 @@ static __always_inline int one_way_stream(struct sock_state *st)
 
 	if (slot && !alone) /* store only on a change: a one-way stream does not dirty the line */
 		slot->last_sender = st->sender;
-	alone = alone && now - st->last_ns < ACCEL_BURST_GAP_NS;
-	st->last_ns = now;
-	return alone;
-}
-
-static __always_inline int small_write_stream(struct sock_state *st, __u32 size, int stream)
-{
-	if (size < st->small_limit && stream)
+	if (size < st->small_limit && alone && now - st->last_ns < ACCEL_BURST_GAP_NS)
 		st->burst++;
 	else
 		st->burst = 0;
+	st->last_ns = now;
 	return st->burst >= ACCEL_BURST_MSGS;
 }
-
-#ifndef ACCEL_NO_CONTENTION
-/*
- * A one-way stream within one namespace whose reader keeps holding its lock
- * when we redirect goes back to TCP (tunables.h, the contention rule). A
- * redirect queues the message under the reader's socket lock, and the
- * reader holds that lock while it copies: a sender that finds it held
- * sleeps until the reader lets go, and a reader that waited for data is
- * woken twice. TCP never makes the sender wait for the receiver's lock. One
- * probe read per counted message; the counts are per window of
- * ACCEL_CONTENTION_WINDOW messages, restarted by a reply, a pause or a
- * large write, so only a sustained share counts.
- */
-static __always_inline int contended_stream(struct sock_state *st, __u32 size, int stream)
-{
-	int hit;
-
-	if (st->window == ACCEL_CONTENTION_OFF)
-		return 0;
-	if (!stream || size >= ACCEL_CONTENDED_MAX) {
-		if (st->window) { /* store on a change only */
-			st->window = 0;
-			st->contended = 0;
-		}
-		return 0;
-	}
-	if (read_u32(st->peer_sk, ACCEL_OFF_SOCK_SK_LOCK_OWNED))
-		st->contended++;
-	if (++st->window < ACCEL_CONTENTION_WINDOW)
-		return 0;
-	hit = st->contended >= ACCEL_CONTENDED_MIN;
-	st->window = 0;
-	st->contended = 0;
-	return hit;
-}
-_Static_assert(ACCEL_CONTENTION_WINDOW < ACCEL_CONTENTION_OFF,
-	       "the window count is 16 bits and 0xffff marks the rule off");
-#endif
 #endif
 
 /* What TCP would let this connection queue: the receiver's receive buffer
@@ -331,22 +285,12 @@ int accel_redir(struct sk_msg_md *msg)
 #endif
 
 #ifndef ACCEL_NO_SMALL_WRITES
-	int stream = one_way_stream(st);
-
-	if (small_write_stream(st, size, stream)) {
+	if (small_write_stream(st, size)) {
 		tcp_for_good(s, st, ACCEL_REASON_SMALL_WRITES);
 		STATS_ADD(s, fallback_small_writes, 1);
 		STATS_ADD(s, fallback_bytes, size);
 		return SK_PASS;
 	}
-#ifndef ACCEL_NO_CONTENTION
-	if (contended_stream(st, size, stream)) {
-		tcp_for_good(s, st, ACCEL_REASON_CONTENDED);
-		STATS_ADD(s, fallback_contended, 1);
-		STATS_ADD(s, fallback_bytes, size);
-		return SK_PASS;
-	}
-#endif
 #endif
 
 	/* The peer key holds both sequence numbers of this connection: only the

@@ -77,8 +77,6 @@ static __always_inline void fill_state(struct sock_state *st, const struct sock_
 	 * may bind the server's port number). */
 	st->sender = key->local_port ^ key->local_ip[3];
 	st->small_limit = ns_local ? ACCEL_SMALL_LOCAL : ACCEL_SMALL_REMOTE;
-	st->contended = 0;
-	st->window = ns_local ? 0 : ACCEL_CONTENTION_OFF;
 }
 
 /*

@@ -30,36 +30,6 @@
 #define ACCEL_SMALL_REMOTE 128
 #endif
 
-/*
- * The contention rule (redir.c, contended_stream; `accel run
- * --contention-fallback`): within one namespace, a one-way stream whose
- * reader keeps meeting it on the reader's socket lock moves to TCP, where a
- * sender never waits for its receiver's lock (docs/DESIGN.md, "The
- * small-write rule"). Measured 2026-12-01, loopback iperf3: one stream found
- * its reader holding the lock at 11-39% of its messages (1-16 KiB writes),
- * four streams into one reader at 2%; from 64 KiB the two no longer differ.
- */
-
-/* Messages in one window of the count: long enough that four streams at 2%
- * (mean 20) stay about ten standard deviations below the threshold. Below
- * 65535 (the count is 16 bits, 0xffff marks the rule off). */
-#ifndef ACCEL_CONTENTION_WINDOW
-#define ACCEL_CONTENTION_WINDOW 1024
-#endif
-
-/* Messages of a window that found the reader's lock held, from which the
- * stream moves: 6.25%, between four streams' 2% and one stream's 11%. */
-#ifndef ACCEL_CONTENDED_MIN
-#define ACCEL_CONTENDED_MIN 64
-#endif
-
-/* Writes from this size on are not counted (and end a window): at 64 KiB and
- * 128 KiB one stream and four found the lock held alike (6% and 4%, 10% and
- * 8%), and bulk loopback streams win redirected. */
-#ifndef ACCEL_CONTENDED_MAX
-#define ACCEL_CONTENDED_MAX 65536
-#endif
-
 /* Small writes in a row, each within the gap below and with no reply in
  * between, before the socket moves: long enough that a burst of a request
  * protocol (a pipelined redis batch) is not taken for a stream. */

@@ -7,8 +7,6 @@ from __future__ import annotations
 import socket
 import threading
 
-from accel.sandbox import pods
-
 from .test_lifecycle import Stream
 from .traffic import connected_pair
 
@@ -144,11 +142,11 @@ def test_the_limits_are_the_controllers_to_set(fresh_env):
     whole; status says which limits the run built with."""
     ctl = fresh_env
     ctl.start("--small-write-local", "32768", "--small-write-remote", "4096")
-    assert ctl.status()["small_writes"] == {"rule": "on", "local": 32768, "remote": 4096, "contention": "off"}
+    assert ctl.status()["small_writes"] == {"rule": "on", "local": 32768, "remote": 4096}
     d = stream_small_writes(ctl, size=16384)
     assert d["fallback_small_writes"] == 1
-    # Moved after a burst; what it sent after its release (a second
-    # after the move) no counter sees.
+    # Moved after a burst; what it sent after its release (a second after
+    # the move) no counter sees.
     assert d["fallback_bytes"] > d["redirected_bytes"]
     assert d["redirected_bytes"] + d["fallback_bytes"] <= 16384 * COUNT
     human = ctl.cli("status").stdout
@@ -160,46 +158,3 @@ def test_a_bad_limit_is_refused_before_anything_loads(fresh_env):
     assert res.returncode != 0
     assert "small-write-local must be between 1 and 1048576 bytes" in res.stderr + res.stdout
     assert "Traceback" not in res.stderr
-
-
-# A build in which the contention rule's threshold is 0 and a stream's writes
-# may be any time apart: every one-way loopback stream of 1,024 writes below
-# 64 KiB moves, so the rule's plumbing is tested whatever the machine's
-# timing (whether a real reader contends is the benchmark's to show).
-ALWAYS_CONTENDED = ("--contention-fallback", "--bpf-define", "ACCEL_CONTENDED_MIN=0", "--bpf-define", "ACCEL_BURST_GAP_NS=60000000000ULL")
-
-
-def test_a_loopback_stream_contending_with_its_reader_moves_to_tcp_whole(fresh_env):
-    ctl = fresh_env
-    ctl.start(*ALWAYS_CONTENDED)
-    assert ctl.status()["small_writes"]["contention"] == "on"
-    d = stream_small_writes(ctl, size=16384)  # above every small-write limit: only this rule moves it
-    assert d["fallback_contended"] == 1 and d["fallback_small_writes"] == 0
-    # It moved at the end of its first window of 1,024 writes (the first
-    # write starts no stream), nothing lost at the switch.
-    assert 1000 <= d["redirected_msgs"] <= 1025 and d["redirected_bytes"] == 16384 * d["redirected_msgs"]
-    # The rest went through TCP, counted until the connection was released
-    # (a second after the move: sk_msg no longer sees it after that).
-    assert 0 < d["fallback_bytes"] <= 16384 * COUNT - d["redirected_bytes"]
-    assert "contending with their reader's lock" in ctl.cli("status").stdout
-
-
-def test_the_contention_rule_leaves_pod_to_pod_streams_and_bulk_writes_alone(fresh_env):
-    ctl = fresh_env
-    ctl.start(*ALWAYS_CONTENDED)
-    with pods(2, subnet=213) as t:  # test_redirect's, free once its module is done
-        a, b = t.pods
-        ctl.wait_endpoints(a.ipv4, b.ipv4)
-        d = stream_small_writes(ctl, addr=b.ipv4, size=16384, server_ns=b.ns, client_ns=a.ns)
-    assert d["fallback_contended"] == 0 and d["redirected_bytes"] > 0
-    assert d["fallback_msgs"] == d["fallback_wait"]  # flow control only
-    d = stream_small_writes(ctl, size=65536)  # loopback, but a bulk write
-    assert d["fallback_contended"] == 0 and d["fallback_msgs"] == d["fallback_wait"]
-
-
-def test_the_contention_rule_is_off_unless_asked_for(fresh_env):
-    ctl = fresh_env
-    ctl.start("--bpf-define", "ACCEL_CONTENDED_MIN=0", "--bpf-define", "ACCEL_BURST_GAP_NS=60000000000ULL")
-    assert ctl.status()["small_writes"]["contention"] == "off"
-    d = stream_small_writes(ctl, size=16384)
-    assert d["fallback_contended"] == 0 and d["fallback_msgs"] == d["fallback_wait"]
