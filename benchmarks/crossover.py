@@ -40,6 +40,7 @@ from rich.console import Console
 
 from . import bar, harness, report
 from .profiles import CROSSOVER_SIZES, CROSSOVER_TOPOLOGIES, crossover
+from .stats import paired_ratios
 from .workloads import human_size
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -65,8 +66,7 @@ class PathLimit:
 
 
 def _median_ratio(pairs: dict[tuple[str, str], dict[int, float]], key: str) -> float | None:
-    accel, plain = pairs.get((key, "accel"), {}), pairs.get((key, "plain"), {})
-    ratios = [accel[r] / plain[r] for r in sorted(accel) if plain.get(r)]
+    ratios = paired_ratios(pairs.get((key, "accel"), {}), pairs.get((key, "plain"), {}))
     return statistics.median(ratios) if ratios else None
 
 
