@@ -84,3 +84,33 @@ def test_crossover_measures_redirect_itself_and_names_the_flags(tmp_path):
     assert json.loads((out / "crossover.json").read_text())["limits"] == result["limits"]
     bad = subprocess.run([sys.executable, "-m", "benchmarks.crossover", "--sizes", "4096,1024"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "ascending" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.mark.timeout(300)
+def test_noise_runs_plain_tcp_against_itself(tmp_path):
+    """benchmarks/noise.py end to end on the tiny profile, once: every
+    measurement is plain TCP (nothing redirected, in either mode), each cell
+    gets an again/plain ratio, and the summary counts the cells the bar
+    applies to. Which ratios come out is the machine's, not asserted."""
+    out = tmp_path / "noise"
+    argv = [sys.executable, "-m", "benchmarks.noise", "--profile", "tiny", "--seconds", "0.5", "--repeats", "1", "--json", "--out", str(out)]
+    res = subprocess.run(argv, capture_output=True, text=True, timeout=280)
+    assert res.returncode == 0, f"noise exited {res.returncode}:\n{res.stderr[-3000:]}"
+    result = json.loads(res.stdout)
+    raw = json.loads((out / "raw.json").read_text())
+    assert {m["mode"] for m in raw["measurements"]} == {"plain", "again"}
+    assert all(m["redirected_bytes"] == 0 and not m.get("error") for m in raw["measurements"])
+    names = {c["cell"] for c in result["cells"]}
+    assert {"pods/stream 16 KiB x1", "pods/ping-pong 64 B p50", "sidecar/stream 64 KiB x1"} <= names
+    assert all(c["ratio"] > 0 and len(c["pairs"]) == 1 for c in result["cells"])
+    # Three cells are in the bar: two streams and the p50 (not the tails).
+    assert result["summary"]["cells"] == 3
+    assert "Plain TCP against itself" in (out / "noise.md").read_text()
+    bad = subprocess.run([sys.executable, "-m", "benchmarks.noise", "--only", "no-such-cell"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "no cell" in bad.stderr and "Traceback" not in bad.stderr
+    # An earlier noise run is read again without measuring; a directory that
+    # holds no harness result is refused with what to give instead.
+    again = subprocess.run([sys.executable, "-m", "benchmarks.noise", "--noise-from", str(out), "--json"], capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0 and json.loads(again.stdout)["cells"] == result["cells"]
+    empty = subprocess.run([sys.executable, "-m", "benchmarks.noise", "--noise-from", str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert empty.returncode == 2 and "raw.json" in empty.stderr and "Traceback" not in empty.stderr

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from benchmarks import crossover, parse, report
+from benchmarks import crossover, noise, parse, report
 from benchmarks.profiles import PROFILES
 from benchmarks.stats import ratio, split, summarize
 from benchmarks.workloads import human_size
@@ -292,3 +292,94 @@ def test_crossover_when_nothing_or_everything_wins():
     # A path that was not measured gets no limit (no option to print for it).
     only_pods = {k: v for k, v in ratios.items() if k[0] == "pods"}
     assert [p.topology for p in crossover.limits(_crossover_raw(only_pods), sizes)] == ["pods"]
+
+
+def _noise_raw(cells: dict[str, tuple[str, list[float]]]) -> dict:
+    """A noise run's raw results: per workload key, its metric and the
+    again/plain ratio of each repeat (plain at 100 of that unit)."""
+    rows, workloads = [], []
+    for key, (metric, ratios) in cells.items():
+        higher = metric != "p50_us"
+        workloads.append({"key": key, "metric": metric, "unit": "", "higher_is_better": higher, "modes": ["plain", noise.AGAIN]})
+        for rep, r in enumerate(ratios):
+            rows.append({"workload": key, "mode": "plain", "repeat": rep, "metrics": {metric: 100.0}})
+            rows.append({"workload": key, "mode": noise.AGAIN, "repeat": rep, "metrics": {metric: 100.0 * r}})
+    return {"workloads": workloads, "measurements": rows}
+
+
+def test_noise_counts_the_cells_that_miss_the_bar_by_chance():
+    raw = _noise_raw(
+        {
+            "loopback/iperf3/stream 4 KiB x1": ("gbit_per_s", [0.90, 0.93, 1.10]),  # median 0.93: misses
+            "loopback/iperf3/stream 4 KiB x4": ("gbit_per_s", [1.08, 1.07, 1.00]),  # 1.07: outside, wins
+            "pods/latency/ping-pong 64 B": ("p50_us", [1.06, 1.10, 0.90]),  # p50 1.06 slower: misses
+            "pods/connrate/connect+64 B req/resp+close": ("per_s", [0.97, 1.02, 1.0]),  # within
+        }
+    )
+    found = {c.cell: c for c in noise.cells(raw)}
+    assert math.isclose(found["loopback/stream 4 KiB x1"].ratio, 0.93)
+    assert found["loopback/stream 4 KiB x1"].misses_bar and found["loopback/stream 4 KiB x1"].worst == 0.90
+    assert not found["loopback/stream 4 KiB x4"].misses_bar and found["loopback/stream 4 KiB x4"].outside_band
+    p50 = found["pods/ping-pong 64 B p50"]
+    assert p50.misses_bar and p50.worst == 1.10  # for latency the worst pair is the slowest
+    assert not found["pods/connect+64 B req/resp+close"].outside_band
+    s = noise.summary(list(found.values()))
+    assert (s["cells"], s["missing_bar"], s["outside_band"]) == (4, 2, 3)
+    assert (s["worst_pair"], s["worst_p50_pair"]) == (0.9, 1.1)
+    assert "2 of 4 cells miss the bar" in noise.render(list(found.values()))
+
+
+def test_noise_profile_measures_every_cell_with_plain_tcp_twice():
+    prof = noise.profile("full")
+    assert prof.name == "noise-full" and {w.modes for w in prof.workloads} == {("plain", noise.AGAIN)}
+    assert [w.key for w in prof.workloads] == [w.key for w in PROFILES["full"]().workloads]
+
+
+def _accel_raw(cells: dict[str, tuple[str, float]]) -> dict:
+    """A benchmark run's raw results: per workload key, its metric and the
+    accel/plain ratio of all three repeats."""
+    rows, workloads = [], []
+    for key, (metric, r) in cells.items():
+        workloads.append({"key": key, "metric": metric, "unit": "", "higher_is_better": metric != "p50_us", "modes": ["plain", "accel"]})
+        for rep in range(3):
+            rows.append({"workload": key, "mode": "plain", "repeat": rep, "metrics": {metric: 100.0}})
+            rows.append({"workload": key, "mode": "accel", "repeat": rep, "metrics": {metric: 100.0 * r}})
+    return {"workloads": workloads, "measurements": rows}
+
+
+def test_noise_judges_a_loss_against_the_cells_own_noise():
+    noisy = noise.cells(
+        _noise_raw(
+            {
+                "loopback/iperf3/stream 4 KiB x1": ("gbit_per_s", [0.85, 0.85, 0.85]),  # this cell's noise: 15%
+                "pods/iperf3/stream 256 B x1": ("gbit_per_s", [1.0, 1.0, 1.0]),  # none: the bar (5%) decides
+                "pods/latency/ping-pong 64 B": ("p50_us", [1.0, 1.0, 1.0]),
+            }
+        )
+    )
+    run1 = _accel_raw(
+        {
+            "loopback/iperf3/stream 4 KiB x1": ("gbit_per_s", 0.90),  # lost, but within its noise
+            "pods/iperf3/stream 256 B x1": ("gbit_per_s", 0.60),  # lost beyond it
+            "pods/latency/ping-pong 64 B": ("p50_us", 1.10),  # slower beyond the bar
+            "pods/iperf3/stream 1 MiB x1": ("gbit_per_s", 2.0),  # won: not judged
+        }
+    )
+    run2 = _accel_raw(
+        {
+            "loopback/iperf3/stream 4 KiB x1": ("gbit_per_s", 0.70),
+            "pods/iperf3/stream 256 B x1": ("gbit_per_s", 0.50),
+            "pods/latency/ping-pong 64 B": ("p50_us", 1.02),  # within the bar in this run
+            "pods/iperf3/stream 1 MiB x1": ("gbit_per_s", 0.90),  # no noise measured for it: the bar decides
+        }
+    )
+    judged = {j.cell: j for j in noise.judge([run1, run2], noisy)}
+    assert set(judged) == {"loopback/stream 4 KiB x1", "pods/stream 256 B x1", "pods/ping-pong 64 B p50", "pods/stream 1 MiB x1"}
+    lo = judged["loopback/stream 4 KiB x1"]
+    assert math.isclose(lo.threshold, 0.15) and lo.beyond == [False, True] and lo.verdict == "beyond noise in some runs"
+    assert judged["pods/stream 256 B x1"].verdict == "loses beyond noise in every run"
+    assert judged["pods/ping-pong 64 B p50"].beyond == [True, False]
+    big = judged["pods/stream 1 MiB x1"]
+    assert big.noise is None and big.beyond == [False, True]
+    text = noise.render_judged(list(judged.values()), 2)
+    assert "1 of 4 cells that lost in a run lost beyond their noise in every run: pods/stream 256 B x1." in text
