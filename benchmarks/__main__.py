@@ -16,6 +16,8 @@ import time
 import click
 from rich.console import Console
 
+from accel.sandbox import exit_on_terminate
+
 from . import bar, harness, report
 from .profiles import PROFILES
 
@@ -55,6 +57,7 @@ def main(
     repeats: int | None,
     program_cost: bool,
 ) -> None:
+    exit_on_terminate()  # SIGTERM/SIGHUP unwind: namespaces, cgroups and the controller are removed
     console = Console(stderr=True)
     if report_only:
         with open(os.path.join(report_only, "raw.json")) as f:

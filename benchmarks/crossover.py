@@ -38,6 +38,8 @@ from typing import Any
 import click
 from rich.console import Console
 
+from accel.sandbox import exit_on_terminate
+
 from . import bar, harness, report
 from .profiles import CROSSOVER_SIZES, CROSSOVER_TOPOLOGIES, crossover
 from .stats import paired_ratios
@@ -133,6 +135,7 @@ def render(found: list[PathLimit]) -> str:
 @click.option("--accel-arg", "accel_args", multiple=True, help="Pass this option to `accel run` too (repeat for more).")
 @click.option("--json", "as_json", is_flag=True, help="Print the limits as JSON on stdout.")
 def main(seconds: float, repeats: int, sizes: str, out_dir: str | None, accel_args: tuple[str, ...], as_json: bool) -> None:
+    exit_on_terminate()  # SIGTERM/SIGHUP unwind: namespaces, cgroups and the controller are removed
     console = Console(stderr=True)
     try:
         chosen = tuple(int(s) for s in sizes.split(","))

@@ -40,6 +40,8 @@ from typing import Any
 import click
 from rich.console import Console
 
+from accel.sandbox import exit_on_terminate
+
 from . import bar, harness, report
 from .profiles import PROFILES, Profile
 from .stats import paired_ratios, ratio
@@ -229,6 +231,7 @@ def main(
     judge_dirs: tuple[str, ...],
     noise_from: str | None,
 ) -> None:
+    exit_on_terminate()  # SIGTERM/SIGHUP unwind: namespaces, cgroups and the controller are removed
     console = Console(stderr=True)
     runs = [_load(d, "--judge") for d in judge_dirs]
     if noise_from:

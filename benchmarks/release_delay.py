@@ -22,7 +22,7 @@ import urllib.request
 
 import click
 
-from accel.sandbox import Controller, inside, private_cgroup
+from accel.sandbox import Controller, exit_on_terminate, inside, private_cgroup
 
 BURST = 400  # 64 B writes, far past the 64 that reveal a stream
 MSG = 64
@@ -84,6 +84,7 @@ def _one(ctl: Controller) -> float:
 @click.option("--connections", default=50, show_default=True, type=click.IntRange(1, 10_000))
 @click.option("--grace", default=1.0, show_default=True, type=click.FloatRange(0.0, 60.0), help="The controller's --release-grace.")
 def main(connections: int, grace: float) -> None:
+    exit_on_terminate()  # SIGTERM/SIGHUP unwind: namespaces, cgroups and the controller are removed
     if os.geteuid() != 0:
         click.echo("release_delay: needs root (it runs the accelerator on a private cgroup)", err=True)
         sys.exit(77)

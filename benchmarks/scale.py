@@ -31,7 +31,7 @@ from typing import Any
 import click
 
 from accel.netns import namespace_paths
-from accel.sandbox import Controller, private_cgroup
+from accel.sandbox import Controller, exit_on_terminate, private_cgroup
 from accel.sandbox.topology import FleetTopology
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -173,6 +173,7 @@ def plot(rows: list[dict[str, Any]], path: str) -> None:
 @click.option("--probes", type=int, default=5, show_default=True, help="Pods added and removed per size.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None, help="Results directory [benchmarks/results/<UTC time>-scale].")
 def main(sizes: str, idle_s: float, probes: int, out_dir: str | None) -> None:
+    exit_on_terminate()  # SIGTERM/SIGHUP unwind: namespaces, cgroups and the controller are removed
     if os.geteuid() != 0:
         click.echo("benchmarks.scale: needs root (it makes namespaces and cgroups and runs the accelerator) - run it as root", err=True)
         sys.exit(77)

@@ -23,7 +23,7 @@ from typing import Any
 import click
 
 from accel import libbpf
-from accel.sandbox import Controller, inside, private_cgroup
+from accel.sandbox import Controller, exit_on_terminate, inside, private_cgroup
 
 from .scale import cpu_seconds, rss_mib
 
@@ -137,6 +137,7 @@ def _scrape(ctl: Controller) -> None:
 @click.option("--connections", default=100_000, show_default=True, type=click.IntRange(1, 1_000_000))
 @click.option("--idle", "idle_s", default=20.0, show_default=True, type=float, help="Seconds of idle CPU measurement with the map full.")
 def main(connections: int, idle_s: float) -> None:
+    exit_on_terminate()  # SIGTERM/SIGHUP unwind: namespaces, cgroups and the controller are removed
     if os.geteuid() != 0:
         click.echo("sockhash_scale: needs root (it runs the accelerator on a private cgroup)", err=True)
         sys.exit(77)

@@ -23,7 +23,7 @@ from typing import Any
 
 import click
 
-from accel.sandbox import Controller, Topology, build_pods, private_cgroup, scratch
+from accel.sandbox import Controller, Topology, build_pods, exit_on_terminate, private_cgroup, scratch
 
 from .topology import SUBNET
 
@@ -82,6 +82,7 @@ def _iperf3(topo: Topology, cgroup: str, port: int, seconds: int) -> float:
 @click.option("--seconds", type=click.IntRange(1, 60), default=3, show_default=True, help="Seconds per iperf3 run.")
 @click.option("--accel-arg", "accel_args", multiple=True, help="Pass this option to `accel run` (repeat for more).")
 def main(pairs: int, seconds: int, accel_args: tuple[str, ...]) -> None:
+    exit_on_terminate()  # SIGTERM/SIGHUP unwind: namespaces, cgroups and the controller are removed
     if os.geteuid() != 0:
         raise click.ClickException("wait_cost: needs root (it builds network namespaces and attaches BPF programs); run it with sudo")
     rows: list[dict[str, Any]] = []

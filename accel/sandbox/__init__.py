@@ -11,6 +11,7 @@ a live one still uses.
 from .cgroup import inside, own_cgroup, private_cgroup
 from .controller import ACCEL, Controller
 from .names import scratch
+from .signals import exit_on_terminate
 from .sweep import sweep
 from .topology import Pod, Topology, build_pods, create_netns, hidden_netns, plug_hidden, pods, remove_netns
 
@@ -21,6 +22,7 @@ __all__ = [
     "Topology",
     "build_pods",
     "create_netns",
+    "exit_on_terminate",
     "hidden_netns",
     "inside",
     "own_cgroup",

@@ -4,10 +4,14 @@ that the accelerated mode was accelerated. No timing is asserted."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import pathlib
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -114,3 +118,44 @@ def test_noise_runs_plain_tcp_against_itself(tmp_path):
     assert again.returncode == 0 and json.loads(again.stdout)["cells"] == result["cells"]
     empty = subprocess.run([sys.executable, "-m", "benchmarks.noise", "--noise-from", str(tmp_path)], capture_output=True, text=True, timeout=60)
     assert empty.returncode == 2 and "raw.json" in empty.stderr and "Traceback" not in empty.stderr
+
+
+def _made_by(pid: int) -> list[str]:
+    """What a sandbox made by ``pid`` still has on this node: namespaces,
+    cgroups, pin directories, and processes (the controller) using its pins."""
+    left = [n for n in subprocess.run(["ip", "netns"], capture_output=True, text=True).stdout.split() if n.startswith(f"sbx{pid}-")]
+    for root in ("/sys/fs/cgroup/unified", "/sys/fs/cgroup", "/sys/fs/bpf"):
+        with contextlib.suppress(OSError):
+            left += [os.path.join(root, n) for n in os.listdir(root) if n.startswith(f"accel-sbx-{pid}-")]
+    for proc in os.listdir("/proc"):
+        with contextlib.suppress(OSError):
+            if proc.isdigit() and f"accel-sbx-{pid}-".encode() in pathlib.Path(f"/proc/{proc}/cmdline").read_bytes():
+                left.append(f"process {proc}")
+    return left
+
+
+@pytest.mark.timeout(300)
+def test_a_benchmark_stopped_with_sigterm_removes_what_it_made(tmp_path):
+    """`kill` on a running benchmark unwinds it as Ctrl-C does: its
+    namespaces, cgroups, pins and its controller are gone afterwards (Python's
+    default for SIGTERM would leave all of them, the controller attached)."""
+    argv = [sys.executable, "-m", "benchmarks.noise", "--profile", "tiny", "--seconds", "5", "--out", str(tmp_path / "noise")]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        # Wait until the topology and the controller exist, and a measurement runs.
+        while time.monotonic() < deadline and not any(p.startswith("process") for p in _made_by(proc.pid)):
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            time.sleep(0.2)
+        made = _made_by(proc.pid)
+        assert any(p.startswith("sbx") for p in made) and any(p.startswith("process") for p in made), made
+        time.sleep(3)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert "Traceback" not in err, err[-2000:]
+    assert _made_by(proc.pid) == []

@@ -26,6 +26,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from accel.sandbox import exit_on_terminate
+
 from .engine import raise_fd_limit
 from .scenarios import QUICK, SCENARIOS, SOAK, Ctx, Outcome
 
@@ -111,6 +113,7 @@ def _unexplained_insert_failures(before: dict[str, int] | None, after: dict[str,
     help="Pass this option to every `accel run` of the suite (repeat for more), e.g. --accel-arg=--small-write-local=65536.",
 )
 def main(profile: str, repeat: int, only: tuple[str, ...], seed: int | None, json_path: str | None, accel_args: tuple[str, ...]) -> None:
+    exit_on_terminate()  # SIGTERM/SIGHUP unwind: namespaces, cgroups and the controller are removed
     console = Console(stderr=True)
     if os.geteuid() != 0:
         console.print("torture: needs root (it loads BPF programs, makes cgroups and namespaces); run it with sudo")
