@@ -44,7 +44,6 @@ from accel.sandbox import exit_on_terminate
 
 from . import bar, harness, report
 from .profiles import PROFILES, Profile
-from .stats import paired_ratios, ratio
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 AGAIN = "again"  # the second plain TCP measurement of each pair
@@ -78,29 +77,20 @@ def profile(base: str) -> Profile:
     return prof
 
 
+def in_bar(row: dict[str, Any]) -> bool:
+    """The bar applies to a report row: throughput and rates, latency p50
+    (not the tails)."""
+    return bool(row["higher_is_better"]) or row["metric"] == "p50_us"
+
+
 def cells(raw: dict[str, Any]) -> list[CellNoise]:
-    """Each table row's again/plain ratio from a noise run's raw results,
-    computed as the report computes accel/plain (ratio of the medians)."""
-    sums = report.summaries(raw)
-    reps = report.per_repeat(raw)
-    out = []
-    for w in raw["workloads"]:
-        kind = w["key"].split("/")[1]
-        for metric, suffix, higher in report.ROWS.get(kind, [(w["metric"], "", w["higher_is_better"])]):
-            r = ratio(sums.get((w["key"], metric, AGAIN)), sums.get((w["key"], metric, "plain")))
-            pairs = paired_ratios(reps.get((w["key"], metric, AGAIN), {}), reps.get((w["key"], metric, "plain"), {}))
-            if r is None or not pairs:
-                continue
-            worst = min(pairs) if higher else max(pairs)
-            in_bar = higher or metric == "p50_us"
-            out.append(CellNoise(cell_name(w["key"], suffix), metric, higher, in_bar, r, worst, [round(p, 3) for p in pairs]))
-    return out
-
-
-def cell_name(key: str, suffix: str = "") -> str:
-    """'pods/iperf3/stream 4 KiB x1' -> 'pods/stream 4 KiB x1' (+ ' p50'): the
-    report's topology and row."""
-    return key.split("/")[0] + "/" + key.split("/", 2)[2] + suffix
+    """Each table row's again/plain ratio from a noise run's raw results:
+    the report's rows, with the second plain TCP measurement in accel's place."""
+    return [
+        CellNoise(f"{r['topology']}/{r['workload']}", r["metric"], r["higher_is_better"], in_bar(r), r["ratio"], r["worst"], r["repeat_ratios"])
+        for r in report.verdicts(raw, mode=AGAIN)
+        if r["ratio"] is not None and r["repeat_ratios"]
+    ]
 
 
 def summary(found: list[CellNoise]) -> dict[str, Any]:
@@ -162,8 +152,7 @@ def judge(runs: list[dict[str, Any]], noise_cells: list[CellNoise]) -> list[Judg
     names: list[str] = []
     for rows in per_run:
         for name, r in rows.items():
-            in_bar = r["higher_is_better"] or r["metric"] == "p50_us"
-            if in_bar and r["slower"] and name not in names:
+            if in_bar(r) and r["slower"] and name not in names:
                 names.append(name)
     out = []
     for name in names:

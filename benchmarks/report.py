@@ -104,8 +104,9 @@ def _groups(groups: tuple[list[float], list[float]]) -> str:
     return f"{min(low):.2f}-{max(low):.2f}x / {min(high):.2f}-{max(high):.2f}x"
 
 
-def verdicts(raw: dict[str, Any]) -> list[dict[str, Any]]:
-    """One entry per table row: the numbers and whether accel lost."""
+def verdicts(raw: dict[str, Any], mode: str = "accel") -> list[dict[str, Any]]:
+    """One entry per table row: the numbers and whether ``mode`` (accel, or
+    benchmarks.noise's second plain TCP) lost to plain TCP."""
     sums = summaries(raw)
     reps = per_repeat(raw)
     fails = failures(raw)
@@ -116,11 +117,11 @@ def verdicts(raw: dict[str, Any]) -> list[dict[str, Any]]:
             cells = {mode: sums.get((w["key"], metric, mode)) for mode in MODES}
             if all(c is None for c in cells.values()) and not any(fails.get((w["key"], m)) for m in MODES):
                 continue
-            r = ratio(cells["accel"], cells["plain"])
+            r = ratio(sums.get((w["key"], metric, mode)), cells["plain"])
             slower = r is not None and ((r < 1) if higher else (r > 1))
             # The median hides a cell that wins in most repeats and loses
             # badly in some: each repeat's pair, the worst, and a split.
-            pairs = paired_ratios(reps.get((w["key"], metric, "accel"), {}), reps.get((w["key"], metric, "plain"), {}))
+            pairs = paired_ratios(reps.get((w["key"], metric, mode), {}), reps.get((w["key"], metric, "plain"), {}))
             lost = sum(1 for p in pairs if ((p < 1) if higher else (p > 1)))
             worst = (min(pairs) if higher else max(pairs)) if pairs else None
             rows.append(
