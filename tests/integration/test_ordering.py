@@ -111,16 +111,22 @@ def test_write_right_after_connect_pod_to_pod(accel_env):
     assert delta["redirected_msgs"] + delta["fallback_msgs"] >= CONNECTIONS * WRITES
 
 
-def test_peer_that_joins_late_never_overtakes_tcp_bytes(accel_env):
+def test_peer_that_joins_late_never_overtakes_tcp_bytes(fresh_env):
     """Force the race deterministically: the client's first bytes go by TCP
     because the server's socket is not in the map; then the server socket is
     put into the map (from userspace, as a late PASSIVE_ESTABLISHED would).
     Later client bytes must still go by TCP: redirected ones would be read
-    before the unread TCP ones."""
+    before the unread TCP ones. The reply follows the client to TCP once
+    the controller has marked the connection for release (a long grace
+    period keeps the mark in place while the test looks)."""
     from accel import libbpf
     from accel.abi import SockKey, SockState, mirror
+    from accel.maps import PinnedMaps
     from accel.sandbox import inside, own_cgroup
+    from tests.waiting import wait_for
 
+    accel_env = fresh_env
+    accel_env.start("--release-grace", "60")
     root = os.path.dirname(accel_env.cgroup)
     with inside(root):  # the listener (and so the server socket) outside the cgroup
         listener = socket.socket()
@@ -163,7 +169,14 @@ def test_peer_that_joins_late_never_overtakes_tcp_bytes(accel_env):
             break
         got += chunk
     assert got == first + second
-    # The other direction starts clean: the server's first send may redirect.
+    # The client's move to TCP for good reached the controller, which marks
+    # both ends retiring (release); the server's reply then moves to TCP too.
+    # (Before the mark it would have been redirected: which one happened
+    # used to depend on how fast the controller heard of the move.) The
+    # datapath looks for marks only once the count says there are some, and
+    # the controller writes the count after the marks: wait for both.
+    with PinnedMaps(accel_env.pin_dir) as maps:
+        wait_for(lambda: len(maps.retiring_keys()) == 2 and maps.flow_config().retiring == 2, "both ends marked retiring")
     server.sendall(b"reply")
     assert client.recv(100) == b"reply"
     after = accel_env.counters()
@@ -172,4 +185,5 @@ def test_peer_that_joins_late_never_overtakes_tcp_bytes(accel_env):
     delta = {k: after[k] - before[k] for k in after}
     assert delta["fallback_peer_missing"] == 1
     assert delta["fallback_sticky"] >= 1
-    assert delta["redirected_bytes"] == len(b"reply")
+    assert delta["fallback_retiring"] == 1, {k: v for k, v in delta.items() if v}
+    assert delta["redirected_bytes"] == 0
