@@ -224,6 +224,13 @@ def main(
     console = Console(stderr=True)
     runs = [_load(d, "--judge") for d in judge_dirs]
     if noise_from:
+        # Those options shape a measurement, and none is made: say so rather
+        # than print a table that ignored them.
+        ctx = click.get_current_context()
+        measuring = {"base": "--profile", "only": "--only", "seconds": "--seconds", "repeats": "--repeats", "pin": "--pin/--no-pin", "out_dir": "--out"}
+        given = [flag for name, flag in measuring.items() if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT]
+        if given:
+            raise click.UsageError(f"--noise-from reads an earlier run and measures nothing: drop {', '.join(given)} (they apply to a new measurement)")
         raw = _load(noise_from, "--noise-from")
         if not any(m["mode"] == AGAIN for m in raw["measurements"]):
             raise click.BadParameter(f"{noise_from} is a benchmark run, not a noise run (no '{AGAIN}' measurements)", param_hint="--noise-from")

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 import os
+import subprocess
+import sys
 
 import pytest
 from hypothesis import given
@@ -383,3 +385,13 @@ def test_noise_judges_a_loss_against_the_cells_own_noise():
     assert big.noise is None and big.beyond == [False, True]
     text = noise.render_judged(list(judged.values()), 2)
     assert "1 of 4 cells that lost in a run lost beyond their noise in every run: pods/stream 256 B x1." in text
+
+
+@pytest.mark.parametrize("extra", [["--seconds", "3"], ["--only", "pods"], ["--profile", "tiny"], ["--no-pin"]])
+def test_noise_from_refuses_options_that_only_shape_a_measurement(tmp_path, extra):
+    """--noise-from measures nothing: an option that would have shaped the
+    measurement is refused by name, not silently ignored."""
+    res = subprocess.run([sys.executable, "-m", "benchmarks.noise", "--noise-from", str(tmp_path), *extra], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2, res.stderr
+    assert extra[0].lstrip("-").replace("no-", "") in res.stderr and "measures nothing" in res.stderr
+    assert "Traceback" not in res.stderr
