@@ -221,6 +221,11 @@ class PinnedMaps:
 
     def mark_retiring(self, keys: list[SockKey], reason: int) -> None:
         fd = self._fd("retiring", "mark sockets retiring")
+        # sk_msg looks a mark up only while the count is non-zero: the count
+        # goes up before the marks go in, so that no mark is ever in the map
+        # unseen; the exact count follows (unmark_retiring lowers it after
+        # the marks are gone, the same way round).
+        self.set_flow_config(retiring=libbpf.map_count(fd) + len(keys))
         for key in keys:
             libbpf.map_update(fd, key, ctypes.c_uint32(reason))
         self.set_flow_config(retiring=libbpf.map_count(fd))
