@@ -125,19 +125,19 @@ def test_peer_that_joins_late_never_overtakes_tcp_bytes(fresh_env):
     from accel.sandbox import inside, own_cgroup
     from tests.waiting import wait_for
 
-    accel_env = fresh_env
-    accel_env.start("--release-grace", "60")
-    root = os.path.dirname(accel_env.cgroup)
+    ctl = fresh_env
+    ctl.start("--release-grace", "60")
+    root = os.path.dirname(ctl.cgroup)
     with inside(root):  # the listener (and so the server socket) outside the cgroup
         listener = socket.socket()
         listener.bind(("127.0.0.1", 0))
         listener.listen(1)
-    assert own_cgroup(root) == accel_env.cgroup
+    assert own_cgroup(root) == ctl.cgroup
     client = socket.socket()
     client.connect(listener.getsockname())
     server, _ = listener.accept()
     listener.close()
-    before = accel_env.counters()
+    before = ctl.counters()
     first = b"A" * 5000
     client.sendall(first)  # peer missing: TCP, and the client is now sticky
     # The server's key as the client's sockops computed it (with both
@@ -145,8 +145,8 @@ def test_peer_that_joins_late_never_overtakes_tcp_bytes(fresh_env):
     # the mirror of that state, as its own sockops would have written it.
     import ctypes
 
-    states = libbpf.obj_get(os.path.join(accel_env.pin_dir, "sock_states"))
-    sockhash = libbpf.obj_get(os.path.join(accel_env.pin_dir, "sock_hash"))
+    states = libbpf.obj_get(os.path.join(ctl.pin_dir, "sock_states"))
+    sockhash = libbpf.obj_get(os.path.join(ctl.pin_dir, "sock_hash"))
     try:
         mine = SockState()
         assert libbpf.map_lookup(states, ctypes.c_int(client.fileno()), mine)
@@ -173,11 +173,11 @@ def test_peer_that_joins_late_never_overtakes_tcp_bytes(fresh_env):
     # both ends retiring (release); the server's reply then moves to TCP too.
     # (Before the mark it would have been redirected: which one happened
     # used to depend on how fast the controller heard of the move.)
-    with PinnedMaps(accel_env.pin_dir) as maps:
+    with PinnedMaps(ctl.pin_dir) as maps:
         wait_for(lambda: len(maps.retiring_keys()) == 2, "both ends marked retiring")
     server.sendall(b"reply")
     assert client.recv(100) == b"reply"
-    after = accel_env.counters()
+    after = ctl.counters()
     client.close()
     server.close()
     delta = {k: after[k] - before[k] for k in after}
