@@ -139,9 +139,15 @@ def test_a_live_record_stream_survives_the_switch(accel_env):
 def test_the_limits_are_the_controllers_to_set(fresh_env):
     """--small-write-local raised past the write size: a 16 KiB loopback
     stream, which stays redirected by default (test above), moves to TCP
-    whole; status says which limits the run built with."""
+    whole; status says which limits the run built with.
+
+    The time gap is made huge so that only the size limit decides: 16 KiB
+    writes from Python, with the reader thread taking the GIL to copy each
+    1 MiB it reads, are not always 64 in a row within 50 us of each other.
+    A slow CI machine found its burst only after 15,700 of the 20,000
+    writes (fallback 70 MB, redirected 258 MB)."""
     ctl = fresh_env
-    ctl.start("--small-write-local", "32768", "--small-write-remote", "4096")
+    ctl.start("--small-write-local", "32768", "--small-write-remote", "4096", "--bpf-define", "ACCEL_BURST_GAP_NS=60000000000ULL")
     assert ctl.status()["small_writes"] == {"rule": "on", "local": 32768, "remote": 4096}
     d = stream_small_writes(ctl, size=16384)
     assert d["fallback_small_writes"] == 1
