@@ -74,6 +74,9 @@ def test_a_connection_that_moved_to_tcp_leaves_the_map_both_ends(fresh_env):
     reader.join(30)
     assert bytes(got) == sent, "lost or reordered at the move to TCP"
     wait_for(lambda: not in_map(ctl, client) and not in_map(ctl, server), "both ends out of the sockhash")
+    # The controller deletes the keys, then removes the marks, then counts the
+    # release; it is no longer pending once it has been counted.
+    wait_for(lambda: metric(metrics(ctl), "accel_releases_pending") == 0, "the release counted")
     text = metrics(ctl)
     assert metric(text, "accel_released_sockets_total", 'reason="small_writes"') == 2
     assert metric(text, "accel_release_events_total", 'reason="small_writes"') == 1
@@ -113,6 +116,7 @@ def test_a_receiver_holding_unread_redirected_bytes_is_never_released(fresh_env)
     assert read_exactly(server, len(redirected)) == redirected
     assert read_exactly(server, len(via_tcp)) == via_tcp
     wait_for(lambda: not in_map(ctl, server), "the server released once it read its queue")
+    wait_for(lambda: metric(metrics(ctl), "accel_releases_pending") == 0, "the release counted")  # (as above)
     assert metric(metrics(ctl), "accel_released_sockets_total", 'reason="small_writes"') == 2
     server.sendall(b"x" * 100_000)
     assert read_exactly(client, 100_000) == b"x" * 100_000
