@@ -42,6 +42,12 @@ def in_map(ctl, sock) -> bool:
     return any((e[1], e[2], e[3], e[4]) == (local[0], local[1], remote[0], remote[1]) for e in ctl.sockets())
 
 
+def wait_release_counted(ctl) -> None:
+    """The controller deletes a release's keys, then removes its marks, then
+    counts it: it is no longer pending once it has been counted."""
+    wait_for(lambda: metric(metrics(ctl), "accel_releases_pending") == 0, "the release counted")
+
+
 def small_writes(sock, n: int = BURST, start: int = 0) -> bytes:
     """``n`` writes of MSG bytes as fast as possible (a stream the datapath
     moves to TCP for good); returns what was sent."""
@@ -74,9 +80,7 @@ def test_a_connection_that_moved_to_tcp_leaves_the_map_both_ends(fresh_env):
     reader.join(30)
     assert bytes(got) == sent, "lost or reordered at the move to TCP"
     wait_for(lambda: not in_map(ctl, client) and not in_map(ctl, server), "both ends out of the sockhash")
-    # The controller deletes the keys, then removes the marks, then counts the
-    # release; it is no longer pending once it has been counted.
-    wait_for(lambda: metric(metrics(ctl), "accel_releases_pending") == 0, "the release counted")
+    wait_release_counted(ctl)
     text = metrics(ctl)
     assert metric(text, "accel_released_sockets_total", 'reason="small_writes"') == 2
     assert metric(text, "accel_release_events_total", 'reason="small_writes"') == 1
@@ -116,7 +120,7 @@ def test_a_receiver_holding_unread_redirected_bytes_is_never_released(fresh_env)
     assert read_exactly(server, len(redirected)) == redirected
     assert read_exactly(server, len(via_tcp)) == via_tcp
     wait_for(lambda: not in_map(ctl, server), "the server released once it read its queue")
-    wait_for(lambda: metric(metrics(ctl), "accel_releases_pending") == 0, "the release counted")  # (as above)
+    wait_release_counted(ctl)
     assert metric(metrics(ctl), "accel_released_sockets_total", 'reason="small_writes"') == 2
     server.sendall(b"x" * 100_000)
     assert read_exactly(client, 100_000) == b"x" * 100_000

@@ -13,6 +13,9 @@ from .traffic import connected_pair
 MSG = 64
 TCP_NOTSENT_LOWAT = 25  # linux/tcp.h
 COUNT = 20_000
+# A build whose burst rule ignores time: 64 small writes with no reply
+# between are a stream however slowly they come (60 s gap).
+NO_BURST_GAP = ("--bpf-define", "ACCEL_BURST_GAP_NS=60000000000ULL")
 
 
 def stream_small_writes(ctl, addr: str = "127.0.0.1", size: int = MSG, before_send=None, after=None, **pair) -> dict[str, int]:
@@ -110,7 +113,7 @@ def test_request_response_stays_redirected_however_fast(fresh_env):
     """With the time gap made huge, only the other end's replies keep a
     ping-pong from counting as a stream: they must."""
     ctl = fresh_env
-    ctl.start("--bpf-define", "ACCEL_BURST_GAP_NS=60000000000ULL")
+    ctl.start(*NO_BURST_GAP)
     d = ping_pong(ctl)
     assert d["fallback_msgs"] == 0
     assert d["redirected_msgs"] == 2 * 2000
@@ -147,7 +150,7 @@ def test_the_limits_are_the_controllers_to_set(fresh_env):
     A slow CI machine found its burst only after 15,700 of the 20,000
     writes (fallback 70 MB, redirected 258 MB)."""
     ctl = fresh_env
-    ctl.start("--small-write-local", "32768", "--small-write-remote", "4096", "--bpf-define", "ACCEL_BURST_GAP_NS=60000000000ULL")
+    ctl.start("--small-write-local", "32768", "--small-write-remote", "4096", *NO_BURST_GAP)
     assert ctl.status()["small_writes"] == {"rule": "on", "local": 32768, "remote": 4096}
     d = stream_small_writes(ctl, size=16384)
     assert d["fallback_small_writes"] == 1
